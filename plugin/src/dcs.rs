@@ -1,0 +1,74 @@
+//! The DCS view the HA manager hands the policy: this coordinator's group and the worker groups.
+
+use crate::conninfo::{parse_conn_kwargs, parse_conn_url, ConnError};
+use crate::node::{Address, GroupId};
+use serde::{Deserialize, Serialize};
+
+/// One member as the HA manager publishes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub conn_url: Option<String>,
+    pub conn_kwargs: Option<ConnKwargs>,
+    pub role: Option<String>,
+    pub state: Option<String>,
+    pub noloadbalance: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnKwargs {
+    pub host: Option<String>,
+    pub port: Option<String>,
+}
+
+impl Member {
+    /// A member can be registered only if it says how to reach it.
+    pub fn has_conn(&self) -> bool {
+        self.conn_url.is_some() || self.conn_kwargs.is_some()
+    }
+    pub fn is_running(&self) -> bool {
+        self.state.as_deref() == Some("running")
+    }
+    /// The DCS says `primary` (or the older `master`) for a group's writable node.
+    pub fn is_primary_role(&self) -> bool {
+        matches!(self.role.as_deref(), Some("primary") | Some("master"))
+    }
+    pub fn address(&self) -> Result<Address, ConnError> {
+        match (&self.conn_url, &self.conn_kwargs) {
+            (Some(url), _) => parse_conn_url(url),
+            (None, Some(kw)) => parse_conn_kwargs(kw.host.as_deref(), kw.port.as_deref()),
+            (None, None) => Err(ConnError::NoHost(format!("member {}", self.name))),
+        }
+    }
+}
+
+/// One group of the DCS: its leader's name and its members.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub leader: Option<String>,
+    pub members: Vec<Member>,
+}
+
+impl GroupView {
+    /// The leader's member entry, if the leader key names a member that exists.
+    pub fn leader_member(&self) -> Option<&Member> {
+        let name = self.leader.as_deref()?;
+        self.members.iter().find(|m| m.name == name)
+    }
+}
+
+/// The whole view: the coordinator's own group and the worker groups by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub coordinator: GroupView,
+    pub workers: Vec<(GroupId, GroupView)>,
+}
+
+impl ClusterView {
+    pub fn worker(&self, group: GroupId) -> Option<&GroupView> {
+        self.workers
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, v)| v)
+    }
+}

@@ -1,0 +1,115 @@
+//! PostgreSQL parameters Citus needs on every node.
+
+use crate::error::InvalidInput;
+
+/// Returns `params` adjusted for Citus: `citus` first in shared_preload_libraries, prepared
+/// transactions enabled (Citus uses 2PC), logical WAL (shard moves use logical replication) and
+/// the host Citus uses to reach the local server. Order of other parameters is kept; new ones
+/// are appended.
+pub fn adjust_gucs(
+    params: &[(String, String)],
+    local_host: Option<&str>,
+) -> Result<Vec<(String, String)>, InvalidInput> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let max_connections = match get("max_connections") {
+        None => return Err(InvalidInput::new("max_connections", "is required")),
+        Some(v) => v.trim().parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            InvalidInput::new("max_connections", format!("{v:?} is not a positive integer"))
+        })?,
+    };
+    let libs: Vec<&str> = get("shared_preload_libraries")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "citus")
+        .collect();
+    let libs = std::iter::once("citus")
+        .chain(libs)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mpt = match get("max_prepared_transactions") {
+        None => 0,
+        Some(v) => v.trim().parse::<i64>().map_err(|_| {
+            InvalidInput::new("max_prepared_transactions", format!("{v:?} is not an integer"))
+        })?,
+    };
+    let mut out: Vec<(String, String)> = params.to_vec();
+    set(&mut out, "shared_preload_libraries", libs);
+    if mpt == 0 {
+        set(&mut out, "max_prepared_transactions", (max_connections * 2).to_string());
+    }
+    set(&mut out, "wal_level", "logical".into());
+    set(
+        &mut out,
+        "citus.local_hostname",
+        local_host.unwrap_or("localhost").to_string(),
+    );
+    Ok(out)
+}
+
+fn set(params: &mut Vec<(String, String)>, key: &str, value: String) {
+    match params.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) => *v = value,
+        None => params.push((key.to_string(), value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+    fn get<'a>(ps: &'a [(String, String)], k: &str) -> &'a str {
+        &ps.iter().find(|(n, _)| n == k).unwrap().1
+    }
+
+    #[test]
+    fn citus_first_others_kept_trimmed_deduplicated() {
+        let out = adjust_gucs(
+            &p(&[
+                ("max_connections", "100"),
+                ("shared_preload_libraries", " pg_stat_statements, ,citus,auto_explain ,citus"),
+                ("max_prepared_transactions", "0"),
+            ]),
+            Some("10.0.0.5"),
+        )
+        .unwrap();
+        assert_eq!(
+            get(&out, "shared_preload_libraries"),
+            "citus,pg_stat_statements,auto_explain"
+        );
+        assert_eq!(get(&out, "max_prepared_transactions"), "200");
+        assert_eq!(get(&out, "wal_level"), "logical");
+        assert_eq!(get(&out, "citus.local_hostname"), "10.0.0.5");
+        assert_eq!(out[0].0, "max_connections", "existing order kept");
+    }
+
+    #[test]
+    fn explicit_prepared_transactions_kept_and_defaults() {
+        let out = adjust_gucs(
+            &p(&[("max_connections", "10"), ("max_prepared_transactions", "7")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(get(&out, "max_prepared_transactions"), "7");
+        assert_eq!(get(&out, "shared_preload_libraries"), "citus");
+        assert_eq!(get(&out, "citus.local_hostname"), "localhost");
+        let out = adjust_gucs(&p(&[("max_connections", "10")]), None).unwrap();
+        assert_eq!(get(&out, "max_prepared_transactions"), "20");
+    }
+
+    #[test]
+    fn bad_max_connections_is_an_error() {
+        assert_eq!(adjust_gucs(&[], None).unwrap_err().field, "max_connections");
+        let e = adjust_gucs(&p(&[("max_connections", "lots")]), None).unwrap_err();
+        assert!(e.reason.contains("lots"));
+        let e = adjust_gucs(
+            &p(&[("max_connections", "5"), ("max_prepared_transactions", "x")]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "max_prepared_transactions");
+    }
+}

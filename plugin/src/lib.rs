@@ -1,0 +1,29 @@
+//! citus-ha policy: every decision a Citus HA coordinator makes, as plain Rust that knows
+//! nothing of IO, threads, clocks or WIT. The same code runs natively (tests, benchmarks) and
+//! inside the sandboxed Wasm component (`bindings`, built only for wasm32).
+
+pub mod bootstrap;
+pub mod config;
+pub mod conninfo;
+pub mod dcs;
+pub mod error;
+pub mod event;
+pub mod group;
+pub mod gucs;
+pub mod handler;
+pub mod node;
+pub mod slots;
+pub mod statement;
+pub mod task_queue;
+pub mod transition;
+
+#[cfg(target_arch = "wasm32")]
+mod bindings;
+
+pub use config::CitusConfig;
+pub use error::InvalidInput;
+pub use handler::{EventOutcome, Handler, Instant};
+pub use statement::{Statement, StatementError, StatementResult};
+
+/// Name and version of this policy build.
+pub const POLICY_VERSION: &str = concat!("citus-ha-policy ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,129 @@
+//! Pending work: at most one task per group, kept in arrival order.
+
+use crate::event::EventKind;
+use crate::group::Group;
+use crate::node::GroupId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A host-visible handle for a worker event whose task someone waits for.
+pub type Ticket = u64;
+
+/// The desired state of one group and why it is wanted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Identity: a task replaced while being processed must not be popped afterwards.
+    pub id: u64,
+    pub group: Group,
+    pub event: EventKind,
+    /// Set for tasks from worker events: how long their transaction may stay open (ms).
+    pub timeout_ms: Option<u64>,
+    pub cooldown_ms: i32,
+    /// When an open transaction of this task must be rolled back (ms, host clock).
+    pub deadline: u64,
+    pub ticket: Option<Ticket>,
+    /// Not to be picked before this time (Citus asked to wait for metadata sync).
+    pub not_before: Option<u64>,
+}
+
+impl Task {
+    pub fn groupid(&self) -> GroupId {
+        self.group.groupid
+    }
+    /// The reference's task equality: same event and same topology.
+    pub fn same_as(&self, other: &Task) -> bool {
+        self.event == other.event && self.group.same_topology(&other.group)
+    }
+    /// Tasks from the heartbeat carry no timeout.
+    pub fn from_event(&self) -> bool {
+        self.timeout_ms.is_some()
+    }
+}
+
+/// Tasks by group with their arrival order. Replacing a group's task keeps its place in line.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TaskQueue {
+    by_group: BTreeMap<GroupId, (u64, Task)>,
+    order: BTreeMap<u64, GroupId>,
+    next_seq: u64,
+}
+
+impl TaskQueue {
+    pub fn len(&self) -> usize {
+        self.by_group.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_group.is_empty()
+    }
+    pub fn get(&self, group: GroupId) -> Option<&Task> {
+        self.by_group.get(&group).map(|(_, t)| t)
+    }
+    pub fn get_mut(&mut self, group: GroupId) -> Option<&mut Task> {
+        self.by_group.get_mut(&group).map(|(_, t)| t)
+    }
+    /// Appends a task for a group that has none queued.
+    pub fn push(&mut self, task: Task) {
+        debug_assert!(!self.by_group.contains_key(&task.groupid()));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, task.groupid());
+        self.by_group.insert(task.groupid(), (seq, task));
+    }
+    /// Replaces the group's queued task in place; returns the old one.
+    pub fn replace(&mut self, task: Task) -> Option<Task> {
+        let slot = self.by_group.get_mut(&task.groupid())?;
+        Some(std::mem::replace(&mut slot.1, task))
+    }
+    pub fn remove(&mut self, group: GroupId) -> Option<Task> {
+        let (seq, task) = self.by_group.remove(&group)?;
+        self.order.remove(&seq);
+        Some(task)
+    }
+    /// Groups in arrival order, oldest first.
+    pub fn groups_in_order(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.order.values().copied()
+    }
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.by_group.values().map(|(_, t)| t)
+    }
+    pub fn clear(&mut self) -> Vec<Task> {
+        self.order.clear();
+        std::mem::take(&mut self.by_group)
+            .into_values()
+            .map(|(_, t)| t)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: u64, g: GroupId) -> Task {
+        Task {
+            id,
+            group: Group::new(g),
+            event: EventKind::AfterPromote,
+            timeout_ms: None,
+            cooldown_ms: 10_000,
+            deadline: 0,
+            ticket: None,
+            not_before: None,
+        }
+    }
+
+    #[test]
+    fn replace_keeps_the_place_in_line() {
+        let mut q = TaskQueue::default();
+        q.push(task(1, 3));
+        q.push(task(2, 1));
+        q.push(task(3, 2));
+        assert_eq!(q.replace(task(4, 3)).unwrap().id, 1);
+        assert_eq!(q.groups_in_order().collect::<Vec<_>>(), vec![3, 1, 2]);
+        assert_eq!(q.get(3).unwrap().id, 4);
+        q.remove(3);
+        assert_eq!(q.groups_in_order().next(), Some(1));
+        assert_eq!(q.len(), 2);
+        assert!(q.replace(task(9, 7)).is_none());
+    }
+}
