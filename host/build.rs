@@ -1,0 +1,20 @@
+//! Builds the policy component that `citus-ha` embeds as its default policy.
+
+#[path = "src/guest_build.rs"]
+mod guest_build;
+
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest.parent().unwrap().to_path_buf();
+    for p in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.toml", "host/src/guest_build.rs"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(p).display());
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let target_dir = workspace.join("target").join("guest");
+    match guest_build::build_policy(&workspace, &target_dir, "") {
+        Ok(component) => std::fs::write(out.join("citus_ha_policy.wasm"), component).unwrap(),
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -1,0 +1,227 @@
+//! The loop that connects a policy to a metadata session: the one code path that `run`,
+//! `replay`, `demo` and the benchmarks share. It also keeps the policy alive: after a trap it
+//! restores the last exported state into a fresh instance (or falls back to the known-good
+//! build), and it performs policy swaps between two calls.
+
+use crate::policy::{LoadedPolicy, Policy, PolicyError, PolicyResult, WasmPolicy};
+use crate::session::MetadataSession;
+use citus_ha_policy::dcs::ClusterView;
+use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
+
+/// Who this node is, so a fresh policy instance can be built at any time.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub config: CitusConfig,
+    pub name: String,
+    pub connect_url: String,
+}
+
+/// Why a candidate policy was refused; the running one stays.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapRefused {
+    #[error("not loadable: {0}")]
+    Load(String),
+    #[error("state import failed: {0}")]
+    Import(String),
+    #[error("warm-up failed: {0}")]
+    Warmup(String),
+    #[error("the running policy could not export its state: {0}")]
+    Export(String),
+}
+
+pub struct Agent<S> {
+    policy: Box<dyn Policy>,
+    loaded: Option<LoadedPolicy>,
+    previous: Option<LoadedPolicy>,
+    /// The build to fall back to when the running one keeps trapping.
+    fallback: Option<LoadedPolicy>,
+    pub session: S,
+    identity: Identity,
+    snapshot: Option<Vec<u8>>,
+    consecutive_traps: u32,
+    pub traps: u64,
+}
+
+impl<S: MetadataSession> Agent<S> {
+    pub fn new(policy: WasmPolicy, identity: Identity, session: S) -> Self {
+        let loaded = policy.meta().clone();
+        Self {
+            policy: Box::new(policy),
+            loaded: Some(loaded),
+            previous: None,
+            fallback: None,
+            session,
+            identity,
+            snapshot: None,
+            consecutive_traps: 0,
+            traps: 0,
+        }
+    }
+
+    /// An agent around any policy (the native baseline in benchmarks).
+    pub fn with_policy(policy: Box<dyn Policy>, identity: Identity, session: S) -> Self {
+        Self {
+            policy,
+            loaded: None,
+            previous: None,
+            fallback: None,
+            session,
+            identity,
+            snapshot: None,
+            consecutive_traps: 0,
+            traps: 0,
+        }
+    }
+
+    pub fn set_fallback(&mut self, fallback: LoadedPolicy) {
+        self.fallback = Some(fallback);
+    }
+    pub fn loaded(&self) -> Option<&LoadedPolicy> {
+        self.loaded.as_ref()
+    }
+    pub fn previous(&self) -> Option<&LoadedPolicy> {
+        self.previous.as_ref()
+    }
+    pub fn policy(&mut self) -> &mut dyn Policy {
+        self.policy.as_mut()
+    }
+
+    /// A heartbeat with the latest DCS view.
+    pub async fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
+        let r = self.policy.heartbeat(now, view);
+        self.guard(r).await
+    }
+
+    /// A worker event body as received.
+    pub async fn event(
+        &mut self,
+        now: u64,
+        view: &ClusterView,
+        body: &str,
+    ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
+        let r = self.policy.event(now, view, body);
+        self.guard(r).await
+    }
+
+    pub async fn schedule_reload(&mut self) -> PolicyResult<()> {
+        let r = self.policy.schedule_reload();
+        self.guard(r).await
+    }
+
+    /// This coordinator was demoted: its session (and open transaction) is gone.
+    pub async fn demote(&mut self) -> PolicyResult<()> {
+        self.session.lose().await;
+        let r = self.policy.demote();
+        self.guard(r).await
+    }
+
+    pub async fn poll_timeout(&mut self) -> PolicyResult<Option<u64>> {
+        let r = self.policy.poll_timeout();
+        self.guard(r).await
+    }
+
+    pub async fn poll_completed(&mut self) -> PolicyResult<Vec<u64>> {
+        let r = self.policy.poll_completed();
+        self.guard(r).await
+    }
+
+    /// One turn of the metadata loop: statements until the policy has none. Each executed
+    /// statement and its result go to `seen` (replay prints them, `run` logs them).
+    pub async fn run_turn(
+        &mut self,
+        now: u64,
+        mut seen: impl FnMut(&Statement, &StatementResult),
+    ) -> PolicyResult<()> {
+        loop {
+            let next = self.policy.poll_statement(now);
+            let Some(stmt) = self.guard(next).await? else {
+                break;
+            };
+            let result = self.session.execute(&stmt).await;
+            seen(&stmt, &result);
+            let r = self.policy.handle_result(now, result);
+            self.guard(r).await?;
+        }
+        self.take_snapshot().await;
+        Ok(())
+    }
+
+    /// Keeps the last consistent state (between turns) for recovery after a trap.
+    async fn take_snapshot(&mut self) {
+        if let Ok(s) = self.policy.export_state() {
+            self.snapshot = Some(s);
+            self.consecutive_traps = 0;
+        }
+    }
+
+    /// Passes results through; on a trap, replaces the instance and reports the trap.
+    async fn guard<T>(&mut self, r: PolicyResult<T>) -> PolicyResult<T> {
+        if let Err(PolicyError::Trap(why)) = &r {
+            self.traps += 1;
+            self.consecutive_traps += 1;
+            tracing::error!(trap = %why, "policy call stopped; replacing the instance");
+            self.recover().await;
+        }
+        r
+    }
+
+    /// A new instance from the last snapshot; if that build keeps trapping, the fallback
+    /// build; if no state can be restored, a fresh handler that reloads from the database
+    /// (the session's open transaction is dropped first, as nobody knows about it any more).
+    async fn recover(&mut self) {
+        let use_fallback = self.consecutive_traps >= 2 && self.fallback.is_some();
+        let build = if use_fallback {
+            let fb = self.fallback.clone();
+            if let (Some(fb), Some(cur)) = (&fb, &self.loaded) {
+                if fb.hash != cur.hash {
+                    tracing::warn!(from = %cur.hash, to = %fb.hash, "the policy keeps trapping; falling back to the known-good build");
+                    self.previous = self.loaded.clone();
+                }
+            }
+            fb
+        } else {
+            self.loaded.clone()
+        };
+        let Some(build) = build else { return };
+        if let Some(state) = self.snapshot.clone() {
+            if let Ok(Ok(p)) = build.import_handler(&state) {
+                self.policy = Box::new(p);
+                self.loaded = Some(build);
+                return;
+            }
+        }
+        self.session.lose().await;
+        let id = &self.identity;
+        match build.new_handler(&id.config, &id.name, &id.connect_url) {
+            Ok(mut p) => {
+                let _ = p.schedule_reload();
+                self.policy = Box::new(p);
+                self.loaded = Some(build);
+            }
+            Err(e) => tracing::error!("cannot instantiate the policy again: {e}"),
+        }
+    }
+
+    /// Replaces the running policy with `candidate` between two calls: export, import, warm
+    /// up. Any failure leaves the running policy untouched.
+    pub async fn swap(&mut self, candidate: LoadedPolicy) -> Result<(), SwapRefused> {
+        let state = self
+            .policy
+            .export_state()
+            .map_err(|e| SwapRefused::Export(e.to_string()))?;
+        let mut next = match candidate.import_handler(&state) {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(SwapRefused::Import(e)),
+            Err(e) => return Err(SwapRefused::Import(e.to_string())),
+        };
+        next.poll_timeout()
+            .and_then(|_| next.version())
+            .map_err(|e| SwapRefused::Warmup(e.to_string()))?;
+        tracing::info!(hash = %candidate.hash, contract = %candidate.contract, "policy swapped");
+        self.previous = self.loaded.replace(candidate);
+        self.policy = Box::new(next);
+        self.snapshot = Some(state);
+        self.consecutive_traps = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! citus-ha: runs the policy component next to a Citus coordinator and supplies everything the
+//! sandboxed policy may not do itself (database, clock, DCS, HTTP, policy swaps).
+
+pub mod agent;
+pub mod cli;
+pub mod dcs;
+pub mod guest_build;
+pub mod policy;
+pub mod replay;
+pub mod scenario;
+pub mod session;
+
+/// The policy component built from this workspace (see build.rs).
+pub const EMBEDDED_POLICY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/citus_ha_policy.wasm"));

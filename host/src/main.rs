@@ -1,0 +1,5 @@
+use citus_ha::cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

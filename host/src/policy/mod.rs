@@ -1,0 +1,69 @@
+//! The policy as the host sees it: one interface, whichever build (Wasm component of any
+//! supported contract version, or the native crate for benchmarks) sits behind it.
+
+mod adapter;
+pub mod native;
+pub mod wasm;
+
+use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
+use citus_ha_policy::dcs::ClusterView;
+use citus_ha_policy::handler::Metrics;
+use citus_ha_policy::slots::ReplicationSlot;
+use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
+
+pub use wasm::{LoadedPolicy, PolicyEngine, PolicyLimits, WasmPolicy};
+
+/// A call into the policy that did not return normally.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The guest trapped (panic, fuel/epoch deadline, memory limit). Its Store is unusable.
+    #[error("policy trapped: {0}")]
+    Trap(String),
+    /// The host could not make the call (instantiation, linking).
+    #[error("policy call failed: {0}")]
+    Host(String),
+}
+
+pub type PolicyResult<T> = Result<T, PolicyError>;
+
+/// The handler state machine and the pure decisions, with native types on both sides.
+pub trait Policy: Send {
+    fn version(&mut self) -> PolicyResult<String>;
+    fn validate_config(&mut self, section_json: &str)
+        -> PolicyResult<Result<CitusConfig, InvalidInput>>;
+    fn adjust_gucs(
+        &mut self,
+        params: &[(String, String)],
+        local_host: Option<&str>,
+    ) -> PolicyResult<Result<Vec<(String, String)>, InvalidInput>>;
+    fn keep_replication_slot(
+        &mut self,
+        config: &CitusConfig,
+        is_primary: bool,
+        slot: &ReplicationSlot,
+    ) -> PolicyResult<bool>;
+    fn bootstrap_plan(
+        &mut self,
+        config: &CitusConfig,
+        default_database: &str,
+        auth: &SuperuserAuth,
+        connect_url: Option<&str>,
+    ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>>;
+
+    fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()>;
+    fn event(
+        &mut self,
+        now: u64,
+        view: &ClusterView,
+        body: &str,
+    ) -> PolicyResult<Result<EventOutcome, InvalidInput>>;
+    fn schedule_reload(&mut self) -> PolicyResult<()>;
+    fn demote(&mut self) -> PolicyResult<()>;
+    fn poll_statement(&mut self, now: u64) -> PolicyResult<Option<Statement>>;
+    fn handle_result(&mut self, now: u64, result: StatementResult) -> PolicyResult<()>;
+    fn poll_timeout(&mut self) -> PolicyResult<Option<u64>>;
+    fn poll_completed(&mut self) -> PolicyResult<Vec<u64>>;
+    fn export_state(&mut self) -> PolicyResult<Vec<u8>>;
+    /// None when the build's contract has no metrics (0.1.0).
+    fn metrics(&mut self) -> PolicyResult<Option<Metrics>>;
+}
