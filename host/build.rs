@@ -8,7 +8,13 @@ use std::path::PathBuf;
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest.parent().unwrap().to_path_buf();
-    for p in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.toml", "host/src/guest_build.rs"] {
+    for p in [
+        "plugin/src",
+        "plugin/Cargo.toml",
+        "wit",
+        "Cargo.toml",
+        "host/src/guest_build.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(p).display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());

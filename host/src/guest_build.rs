@@ -18,7 +18,11 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>, String> {
 /// Runs `cargo build` of the policy crate for wasm32-unknown-unknown with `features`, in its own
 /// target dir (a nested build in the same dir would wait on the outer build's lock), and
 /// returns the component's bytes.
-pub fn build_policy(workspace: &Path, target_dir: &Path, features: &str) -> Result<Vec<u8>, String> {
+pub fn build_policy(
+    workspace: &Path,
+    target_dir: &Path,
+    features: &str,
+) -> Result<Vec<u8>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)

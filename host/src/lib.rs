@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cli;
 pub mod dcs;
 pub mod guest_build;
+pub mod guest_variants;
 pub mod policy;
 pub mod replay;
 pub mod scenario;

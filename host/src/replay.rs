@@ -71,9 +71,20 @@ pub fn final_line(rows: &[PgDistRow]) -> String {
     rows.sort_by_key(|r| r.nodeid);
     let rows: Vec<_> = rows
         .iter()
-        .map(|r| json!([r.nodeid, r.groupid, r.nodename, r.nodeport, r.noderole.as_str()]))
+        .map(|r| {
+            json!([
+                r.nodeid,
+                r.groupid,
+                r.nodename,
+                r.nodeport,
+                r.noderole.as_str()
+            ])
+        })
         .collect();
-    format!(r#"{{"final":{}}}"#, serde_json::to_string(&rows).expect("rows serialise"))
+    format!(
+        r#"{{"final":{}}}"#,
+        serde_json::to_string(&rows).expect("rows serialise")
+    )
 }
 
 fn note(out: &mut dyn Write, text: &str) -> std::io::Result<()> {
@@ -100,7 +111,15 @@ pub async fn replay(
     let loaded = engine
         .load(policy_bytes, "policy")
         .map_err(anyhow::Error::msg)?;
-    let (line, Step::Config { citus, name, conn_url }) = &steps[0] else {
+    let (
+        line,
+        Step::Config {
+            citus,
+            name,
+            conn_url,
+        },
+    ) = &steps[0]
+    else {
         unreachable!("parse_scenario guarantees a leading config");
     };
     let mut functions = loaded.functions().map_err(anyhow::Error::from)?;
@@ -124,7 +143,9 @@ pub async fn replay(
             let session = FaultySession::new(SimSession::default());
             let mut agent = Agent::new(policy, identity, session);
             drive(&mut agent, steps, engine, out, |s, rows| {
-                s.inner.sim.replace_rows(rows.iter().map(from_row).collect())
+                s.inner
+                    .sim
+                    .replace_rows(rows.iter().map(from_row).collect())
             })
             .await
         }

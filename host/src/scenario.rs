@@ -19,14 +19,24 @@ pub enum Step {
     Metadata(Vec<PgDistRow>),
     Sync(ClusterView),
     /// The event body exactly as the worker would POST it (validated by the policy, not here).
-    Event { cluster: ClusterView, event: String },
+    Event {
+        cluster: ClusterView,
+        event: String,
+    },
     Run,
-    Advance { ms: u64 },
-    Fail { kind: String, error: String },
+    Advance {
+        ms: u64,
+    },
+    Fail {
+        kind: String,
+        error: String,
+    },
     Demote,
     Rebuild,
     /// citus-ha extension: replace the policy with this component.
-    Swap { path: PathBuf },
+    Swap {
+        path: PathBuf,
+    },
 }
 
 /// A malformed scenario: which line and what is wrong.
@@ -47,7 +57,8 @@ pub fn parse_scenario(text: &str) -> Result<Vec<(usize, Step)>, ScenarioError> {
             continue;
         }
         let err = |message: String| ScenarioError { line, message };
-        let v: Value = serde_json::from_str(trimmed).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(trimmed).map_err(|e| err(format!("not valid JSON: {e}")))?;
         let step = parse_step(&v).map_err(err)?;
         if steps.is_empty() && !matches!(step, Step::Config { .. }) {
             return Err(ScenarioError {
@@ -114,7 +125,9 @@ fn parse_step(v: &Value) -> Result<Step, String> {
                     .collect::<Result<_, _>>()?,
             )
         }
-        "sync" => Step::Sync(parse_cluster(field(o, op, "cluster")?).map_err(|e| format!("`sync`: {e}"))?),
+        "sync" => {
+            Step::Sync(parse_cluster(field(o, op, "cluster")?).map_err(|e| format!("`sync`: {e}"))?)
+        }
         "event" => {
             let cluster =
                 parse_cluster(field(o, op, "cluster")?).map_err(|e| format!("`event`: {e}"))?;
@@ -136,7 +149,10 @@ fn parse_step(v: &Value) -> Result<Step, String> {
         "fail" => {
             let kind = string(o, op, "match")?;
             if !KINDS.contains(&kind.as_str()) {
-                return Err(format!("`fail`: `match` must be one of {}, got {kind:?}", KINDS.join(", ")));
+                return Err(format!(
+                    "`fail`: `match` must be one of {}, got {kind:?}",
+                    KINDS.join(", ")
+                ));
             }
             Step::Fail {
                 kind,
@@ -153,9 +169,10 @@ fn parse_step(v: &Value) -> Result<Step, String> {
 }
 
 fn parse_row(v: &Value) -> Result<PgDistRow, String> {
-    let a = v.as_array().filter(|a| a.len() == 5).ok_or(
-        "must be [nodeid, groupid, \"nodename\", nodeport, \"noderole\"]",
-    )?;
+    let a = v
+        .as_array()
+        .filter(|a| a.len() == 5)
+        .ok_or("must be [nodeid, groupid, \"nodename\", nodeport, \"noderole\"]")?;
     let int = |i: usize, what: &str| -> Result<i32, String> {
         a[i].as_i64()
             .and_then(|n| i32::try_from(n).ok())
@@ -170,7 +187,10 @@ fn parse_row(v: &Value) -> Result<PgDistRow, String> {
     Ok(PgDistRow {
         nodeid: int(0, "nodeid")?,
         groupid: int(1, "groupid")?,
-        nodename: a[2].as_str().ok_or("nodename must be a string")?.to_string(),
+        nodename: a[2]
+            .as_str()
+            .ok_or("nodename must be a string")?
+            .to_string(),
         nodeport: int(3, "nodeport")?,
         noderole,
     })
@@ -193,11 +213,29 @@ mod tests {
         assert_eq!(e.line, 4);
         assert!(e.message.contains("unknown op"));
         assert!(err(&format!("{CONFIG}\n{{")).message.contains("JSON"));
-        assert!(err(&format!("{CONFIG}\n{{\"op\":\"advance\"}}")).message.contains("seconds"));
-        assert!(err(&format!("{CONFIG}\n{{\"op\":\"advance\",\"seconds\":\"1\"}}")).message.contains("number"));
-        assert!(err(&format!("{CONFIG}\n{{\"op\":\"fail\",\"match\":\"x\",\"error\":\"e\"}}")).message.contains("match"));
-        assert!(err(&format!("{CONFIG}\n{{\"op\":\"metadata\",\"rows\":[[1,0,\"h\",5432]]}}")).message.contains("rows[0]"));
-        assert!(err(&format!("{CONFIG}\n{{\"op\":\"sync\",\"cluster\":{{\"members\":5}}}}")).message.contains("members"));
+        assert!(err(&format!("{CONFIG}\n{{\"op\":\"advance\"}}"))
+            .message
+            .contains("seconds"));
+        assert!(err(&format!(
+            "{CONFIG}\n{{\"op\":\"advance\",\"seconds\":\"1\"}}"
+        ))
+        .message
+        .contains("number"));
+        assert!(err(&format!(
+            "{CONFIG}\n{{\"op\":\"fail\",\"match\":\"x\",\"error\":\"e\"}}"
+        ))
+        .message
+        .contains("match"));
+        assert!(err(&format!(
+            "{CONFIG}\n{{\"op\":\"metadata\",\"rows\":[[1,0,\"h\",5432]]}}"
+        ))
+        .message
+        .contains("rows[0]"));
+        assert!(err(&format!(
+            "{CONFIG}\n{{\"op\":\"sync\",\"cluster\":{{\"members\":5}}}}"
+        ))
+        .message
+        .contains("members"));
         assert!(err("").message.contains("no steps"));
     }
 

@@ -19,6 +19,8 @@ pub mod transition;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod faults;
 
 pub use config::CitusConfig;
 pub use error::InvalidInput;

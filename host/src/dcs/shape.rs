@@ -17,7 +17,9 @@ pub fn parse_cluster(v: &Value) -> Result<ClusterView, String> {
                     .parse::<i32>()
                     .ok()
                     .filter(|id: &i32| *id >= 1 && k == &id.to_string())
-                    .ok_or_else(|| format!("cluster.workers: {k:?} is not a worker group id (1 or more)"))?;
+                    .ok_or_else(|| {
+                        format!("cluster.workers: {k:?} is not a worker group id (1 or more)")
+                    })?;
                 workers.push((id, parse_group(g, &format!("cluster.workers.{k}"))?));
             }
         }
@@ -31,7 +33,9 @@ pub fn parse_cluster(v: &Value) -> Result<ClusterView, String> {
 }
 
 fn parse_group(v: &Value, path: &str) -> Result<GroupView, String> {
-    let obj = v.as_object().ok_or_else(|| format!("{path}: must be an object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{path}: must be an object"))?;
     let leader = opt_str(obj.get("leader"), &format!("{path}.leader"))?;
     let members = match obj.get("members") {
         None | Some(Value::Null) => Vec::new(),
@@ -46,7 +50,9 @@ fn parse_group(v: &Value, path: &str) -> Result<GroupView, String> {
 }
 
 fn parse_member(v: &Value, path: &str) -> Result<Member, String> {
-    let obj = v.as_object().ok_or_else(|| format!("{path}: must be an object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{path}: must be an object"))?;
     let name = opt_str(obj.get("name"), &format!("{path}.name"))?
         .ok_or_else(|| format!("{path}.name: is required"))?;
     let conn_kwargs = match obj.get("conn_kwargs") {
@@ -103,7 +109,10 @@ mod tests {
                         "2": {"leader": null, "members": []}}});
         let c = parse_cluster(&v).unwrap();
         assert_eq!(c.coordinator.leader.as_deref(), Some("coord1"));
-        assert_eq!(c.workers.iter().map(|(g, _)| *g).collect::<Vec<_>>(), vec![2, 10]);
+        assert_eq!(
+            c.workers.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+            vec![2, 10]
+        );
         let kw = c.workers[1].1.members[0].conn_kwargs.as_ref().unwrap();
         assert_eq!(kw.port.as_deref(), Some("5433"));
     }

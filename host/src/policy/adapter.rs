@@ -17,14 +17,24 @@ type R<T> = wasmtime::Result<T>;
 /// The calls of one contract version on an instantiated component.
 pub(crate) trait ContractApi: Send + Sync {
     fn version(&self, s: &mut Store<HostState>) -> R<String>;
-    fn validate_config(&self, s: &mut Store<HostState>, j: &str) -> R<Result<CitusConfig, InvalidInput>>;
+    fn validate_config(
+        &self,
+        s: &mut Store<HostState>,
+        j: &str,
+    ) -> R<Result<CitusConfig, InvalidInput>>;
     fn adjust_gucs(
         &self,
         s: &mut Store<HostState>,
         p: &[(String, String)],
         h: Option<&str>,
     ) -> R<Result<Vec<(String, String)>, InvalidInput>>;
-    fn keep_slot(&self, s: &mut Store<HostState>, c: &CitusConfig, primary: bool, slot: &ReplicationSlot) -> R<bool>;
+    fn keep_slot(
+        &self,
+        s: &mut Store<HostState>,
+        c: &CitusConfig,
+        primary: bool,
+        slot: &ReplicationSlot,
+    ) -> R<bool>;
     fn bootstrap_plan(
         &self,
         s: &mut Store<HostState>,
@@ -33,10 +43,26 @@ pub(crate) trait ContractApi: Send + Sync {
         auth: &SuperuserAuth,
         url: Option<&str>,
     ) -> R<Result<Vec<BootstrapStep>, InvalidInput>>;
-    fn new_handler(&self, s: &mut Store<HostState>, c: &CitusConfig, name: &str, url: &str) -> R<ResourceAny>;
-    fn import_state(&self, s: &mut Store<HostState>, state: &[u8]) -> R<Result<ResourceAny, String>>;
+    fn new_handler(
+        &self,
+        s: &mut Store<HostState>,
+        c: &CitusConfig,
+        name: &str,
+        url: &str,
+    ) -> R<ResourceAny>;
+    fn import_state(
+        &self,
+        s: &mut Store<HostState>,
+        state: &[u8],
+    ) -> R<Result<ResourceAny, String>>;
     fn export_state(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u8>>;
-    fn heartbeat(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()>;
+    fn heartbeat(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        v: &ClusterView,
+    ) -> R<()>;
     fn event(
         &self,
         s: &mut Store<HostState>,
@@ -47,8 +73,19 @@ pub(crate) trait ContractApi: Send + Sync {
     ) -> R<Result<EventOutcome, InvalidInput>>;
     fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
     fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
-    fn poll_statement(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Option<Statement>>;
-    fn handle_result(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, r: StatementResult) -> R<()>;
+    fn poll_statement(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+    ) -> R<Option<Statement>>;
+    fn handle_result(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        r: StatementResult,
+    ) -> R<()>;
     fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>>;
     fn poll_completed(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u64>>;
     fn metrics(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Metrics>>;

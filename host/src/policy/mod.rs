@@ -29,8 +29,10 @@ pub type PolicyResult<T> = Result<T, PolicyError>;
 /// The handler state machine and the pure decisions, with native types on both sides.
 pub trait Policy: Send {
     fn version(&mut self) -> PolicyResult<String>;
-    fn validate_config(&mut self, section_json: &str)
-        -> PolicyResult<Result<CitusConfig, InvalidInput>>;
+    fn validate_config(
+        &mut self,
+        section_json: &str,
+    ) -> PolicyResult<Result<CitusConfig, InvalidInput>>;
     fn adjust_gucs(
         &mut self,
         params: &[(String, String)],

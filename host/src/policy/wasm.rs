@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker, ResourceAny};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 
 /// How often the engine's epoch advances; call budgets are whole ticks of this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -43,6 +43,47 @@ impl Default for PolicyLimits {
 pub struct HostState {
     limits: StoreLimits,
     label: Arc<str>,
+    /// The largest linear memory the guest has grown to (bytes; memory never shrinks).
+    peak_memory: usize,
+}
+
+/// The Store's limits, plus a note of how large the guest's memory has grown.
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allow = self.limits.memory_growing(current, desired, maximum)?;
+        if allow {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allow)
+    }
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl HostState {
@@ -126,19 +167,30 @@ impl PolicyEngine {
         let hash = hex::encode(Sha256::digest(bytes));
         let component = self.compile(bytes, &hash, source)?;
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let Some((contract, link)) = SUPPORTED
             .iter()
             .find(|(name, _)| exports.iter().any(|e| e == name))
         else {
             return Err(format!(
                 "{source}: exports {exports:?}, none of which this host runs (it runs {})",
-                SUPPORTED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                SUPPORTED
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         };
         let mut linker = Linker::new(&self.engine);
-        let pre = link(&mut linker, &component).map_err(|e| format!("{source}: cannot link: {e:#}"))?;
+        let pre =
+            link(&mut linker, &component).map_err(|e| format!("{source}: cannot link: {e:#}"))?;
         Ok(LoadedPolicy {
             engine: self.engine.clone(),
             limits: self.limits.clone(),
@@ -217,9 +269,10 @@ impl LoadedPolicy {
                 .trap_on_grow_failure(true)
                 .build(),
             label: self.label().into(),
+            peak_memory: 0,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| s);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.ticks());
         let api = self
@@ -288,6 +341,11 @@ pub struct WasmPolicy {
 impl WasmPolicy {
     pub fn meta(&self) -> &LoadedPolicy {
         &self.meta
+    }
+
+    /// The guest's linear memory in bytes: its peak, as Wasm memory never shrinks.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().peak_memory
     }
 
     /// Every call gets a fresh epoch budget; any error from inside the guest is a trap after

@@ -45,7 +45,15 @@ impl PgSession {
     async fn client(&mut self) -> Result<&Client, StatementError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
-            self.in_txn = false;
+            // The transaction died with the connection (e.g. pg_terminate_backend). Running
+            // this statement on a fresh connection would run it outside that transaction,
+            // unpaused and autocommitted: report the loss instead, as the policy expects.
+            if std::mem::take(&mut self.in_txn) {
+                return Err(lost(
+                    "the connection to the coordinator was lost; its open transaction is gone"
+                        .into(),
+                ));
+            }
         }
         if self.client.is_none() {
             if !self.backoff.is_zero() {
@@ -78,7 +86,8 @@ impl PgSession {
                     self.client = Some(c);
                 }
                 Err(e) => {
-                    self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                    self.backoff = (self.backoff * 2)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(5));
                     return Err(lost(format!("cannot connect to the coordinator: {e}")));
                 }
             }
@@ -106,8 +115,14 @@ impl PgSession {
                         .collect(),
                 )
             }),
-            Statement::Begin => client.batch_execute("BEGIN").await.map(|_| StatementResult::Done),
-            Statement::Commit => client.batch_execute("COMMIT").await.map(|_| StatementResult::Done),
+            Statement::Begin => client
+                .batch_execute("BEGIN")
+                .await
+                .map(|_| StatementResult::Done),
+            Statement::Commit => client
+                .batch_execute("COMMIT")
+                .await
+                .map(|_| StatementResult::Done),
             Statement::Rollback => client
                 .batch_execute("ROLLBACK")
                 .await

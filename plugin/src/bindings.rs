@@ -1,0 +1,319 @@
+//! The thin layer between WIT and the policy modules (wasm32 only). The current contract is the
+//! default; `--features wit-v0_1` builds the same logic against the frozen 0.1.0 contract. Both
+//! generate the same Rust module paths (the version is not part of them), so one mapping serves.
+
+#[cfg(not(feature = "wit-v0_1"))]
+wit_bindgen::generate!({ path: "../wit/since_v0.2.0", world: "policy-component" });
+#[cfg(feature = "wit-v0_1")]
+wit_bindgen::generate!({ path: "../wit/since_v0.1.0", world: "policy-component" });
+
+use crate::handler::{self, Level};
+use crate::{bootstrap, config, dcs, gucs, slots, statement as st};
+use citus_ha::policy::host;
+use citus_ha::policy::types as t;
+use exports::citus_ha::policy::policy::{Guest, GuestHandler, Handler as HandlerHandle};
+use std::cell::RefCell;
+
+struct Component;
+export!(Component);
+
+/// The exported resource: the state machine behind a RefCell (resources take `&self`).
+pub struct HandlerResource(RefCell<handler::Handler>);
+
+impl HandlerResource {
+    fn with<R>(&self, f: impl FnOnce(&mut handler::Handler) -> R) -> R {
+        let mut h = self.0.borrow_mut();
+        let r = f(&mut h);
+        for line in h.drain_logs() {
+            host::log(level(line.level), &line.message);
+        }
+        r
+    }
+}
+
+fn level(l: Level) -> t::Level {
+    match l {
+        Level::Debug => t::Level::Debug,
+        Level::Info => t::Level::Info,
+        Level::Warn => t::Level::Warn,
+        Level::Error => t::Level::Error,
+    }
+}
+
+fn invalid(e: crate::InvalidInput) -> t::InvalidInput {
+    t::InvalidInput {
+        field: e.field,
+        reason: e.reason,
+    }
+}
+
+fn to_config(c: t::CitusConfig) -> config::CitusConfig {
+    config::CitusConfig {
+        group: c.group,
+        database: c.database,
+    }
+}
+
+fn node_role(r: t::NodeRole) -> crate::node::NodeRole {
+    match r {
+        t::NodeRole::Primary => crate::node::NodeRole::Primary,
+        t::NodeRole::Secondary => crate::node::NodeRole::Secondary,
+        t::NodeRole::Unavailable => crate::node::NodeRole::Unavailable,
+    }
+}
+
+fn wit_role(r: crate::node::NodeRole) -> t::NodeRole {
+    match r {
+        crate::node::NodeRole::Primary => t::NodeRole::Primary,
+        crate::node::NodeRole::Secondary => t::NodeRole::Secondary,
+        crate::node::NodeRole::Unavailable => t::NodeRole::Unavailable,
+    }
+}
+
+fn group_view(g: t::GroupView) -> dcs::GroupView {
+    dcs::GroupView {
+        leader: g.leader,
+        members: g
+            .members
+            .into_iter()
+            .map(|m| dcs::Member {
+                name: m.name,
+                conn_url: m.conn_url,
+                conn_kwargs: m.conn_kwargs.map(|k| dcs::ConnKwargs {
+                    host: k.host,
+                    port: k.port,
+                }),
+                role: m.role,
+                state: m.state,
+                noloadbalance: m.noloadbalance,
+            })
+            .collect(),
+    }
+}
+
+fn cluster_view(v: t::ClusterView) -> dcs::ClusterView {
+    dcs::ClusterView {
+        coordinator: group_view(v.coordinator),
+        workers: v
+            .workers
+            .into_iter()
+            .map(|(g, w)| (g, group_view(w)))
+            .collect(),
+    }
+}
+
+fn wit_statement(s: st::Statement) -> t::Statement {
+    match s {
+        st::Statement::LoadMetadata => t::Statement::LoadMetadata,
+        st::Statement::Begin => t::Statement::Begin,
+        st::Statement::Commit => t::Statement::Commit,
+        st::Statement::Rollback => t::Statement::Rollback,
+        st::Statement::AddNode {
+            host,
+            port,
+            groupid,
+            role,
+        } => t::Statement::AddNode(t::AddNode {
+            host,
+            port,
+            groupid,
+            role: wit_role(role),
+        }),
+        st::Statement::UpdateNode {
+            nodeid,
+            host,
+            port,
+            force,
+            cooldown_ms,
+        } => t::Statement::UpdateNode(t::UpdateNode {
+            nodeid,
+            host,
+            port,
+            force,
+            cooldown_ms,
+        }),
+        st::Statement::RemoveNode { host, port } => {
+            t::Statement::RemoveNode(t::RemoveNode { host, port })
+        }
+    }
+}
+
+fn statement_result(r: t::StatementResult) -> st::StatementResult {
+    match r {
+        t::StatementResult::Done => st::StatementResult::Done,
+        t::StatementResult::RolledBack => st::StatementResult::RolledBack,
+        t::StatementResult::Added(id) => st::StatementResult::Added(id),
+        t::StatementResult::Metadata(rows) => st::StatementResult::Metadata(
+            rows.into_iter()
+                .map(|r| crate::node::PgDistRow {
+                    nodeid: r.nodeid,
+                    groupid: r.groupid,
+                    nodename: r.nodename,
+                    nodeport: r.nodeport,
+                    noderole: node_role(r.noderole),
+                })
+                .collect(),
+        ),
+        t::StatementResult::Failed(e) => st::StatementResult::Failed(st::StatementError {
+            message: e.message,
+            sqlstate: e.sqlstate,
+            connection_lost: e.connection_lost,
+        }),
+    }
+}
+
+impl Guest for Component {
+    type Handler = HandlerResource;
+
+    fn policy_version() -> String {
+        crate::POLICY_VERSION.to_string()
+    }
+
+    fn validate_config(section: String) -> Result<t::CitusConfig, t::InvalidInput> {
+        config::validate_config_json(&section)
+            .map(|c| t::CitusConfig {
+                group: c.group,
+                database: c.database,
+            })
+            .map_err(invalid)
+    }
+
+    fn adjust_gucs(
+        params: Vec<(String, String)>,
+        local_host: Option<String>,
+    ) -> Result<Vec<(String, String)>, t::InvalidInput> {
+        gucs::adjust_gucs(&params, local_host.as_deref()).map_err(invalid)
+    }
+
+    fn keep_replication_slot(
+        c: t::CitusConfig,
+        is_primary: bool,
+        slot: t::ReplicationSlot,
+    ) -> bool {
+        slots::keep_replication_slot(
+            &to_config(c),
+            is_primary,
+            &slots::ReplicationSlot {
+                name: slot.name,
+                slot_type: slot.slot_type,
+                database: slot.database,
+                plugin: slot.plugin,
+            },
+        )
+    }
+
+    fn bootstrap_plan(
+        c: t::CitusConfig,
+        default_database: String,
+        auth: t::SuperuserAuth,
+        connect_url: Option<String>,
+    ) -> Result<Vec<t::BootstrapStep>, t::InvalidInput> {
+        let auth = bootstrap::SuperuserAuth {
+            password: auth.password,
+            sslcert: auth.sslcert,
+            sslkey: auth.sslkey,
+        };
+        let steps = bootstrap::bootstrap_plan(
+            &to_config(c),
+            &default_database,
+            &auth,
+            connect_url.as_deref(),
+        )
+        .map_err(invalid)?;
+        Ok(steps
+            .into_iter()
+            .map(|s| match s {
+                bootstrap::BootstrapStep::CreateDatabase(d) => t::BootstrapStep::CreateDatabase(d),
+                bootstrap::BootstrapStep::CreateExtension => t::BootstrapStep::CreateExtension,
+                bootstrap::BootstrapStep::InsertAuthinfo(a) => t::BootstrapStep::InsertAuthinfo(a),
+                bootstrap::BootstrapStep::SetCoordinatorHost(a) => {
+                    t::BootstrapStep::SetCoordinatorHost((a.host, a.port))
+                }
+            })
+            .collect())
+    }
+}
+
+impl GuestHandler for HandlerResource {
+    fn new(c: t::CitusConfig, name: String, connect_url: String) -> Self {
+        HandlerResource(RefCell::new(handler::Handler::new(
+            to_config(c),
+            name,
+            connect_url,
+        )))
+    }
+
+    fn import_state(state: Vec<u8>) -> Result<HandlerHandle, String> {
+        if cfg!(feature = "fault-import") {
+            return Err("this build refuses every state (fault-import test build)".into());
+        }
+        let h = handler::Handler::import_state(&state)?;
+        Ok(HandlerHandle::new(HandlerResource(RefCell::new(h))))
+    }
+
+    fn export_state(&self) -> Vec<u8> {
+        self.0.borrow().export_state()
+    }
+
+    fn handle_heartbeat(&self, now: t::Instant, view: t::ClusterView) {
+        crate::faults::on_heartbeat();
+        let view = cluster_view(view);
+        self.with(|h| h.handle_heartbeat(now, &view))
+    }
+
+    fn handle_event(
+        &self,
+        now: t::Instant,
+        view: t::ClusterView,
+        event: String,
+    ) -> Result<t::EventOutcome, t::InvalidInput> {
+        let view = cluster_view(view);
+        self.with(|h| h.handle_event(now, &view, &event))
+            .map(|o| match o {
+                handler::EventOutcome::Queued(ticket) => t::EventOutcome::Queued(ticket),
+                handler::EventOutcome::Unchanged => t::EventOutcome::Unchanged,
+                handler::EventOutcome::Discarded(why) => t::EventOutcome::Discarded(why),
+            })
+            .map_err(invalid)
+    }
+
+    fn schedule_reload(&self) {
+        self.with(|h| h.schedule_reload())
+    }
+
+    fn handle_demote(&self) {
+        self.with(|h| h.handle_demote())
+    }
+
+    fn poll_statement(&self, now: t::Instant) -> Option<t::Statement> {
+        self.with(|h| h.poll_statement(now)).map(wit_statement)
+    }
+
+    fn handle_result(&self, now: t::Instant, result: t::StatementResult) {
+        let result = statement_result(result);
+        self.with(|h| h.handle_result(now, result))
+    }
+
+    fn poll_timeout(&self) -> Option<t::Instant> {
+        crate::faults::on_warmup();
+        self.0.borrow().poll_timeout()
+    }
+
+    fn poll_completed(&self) -> Vec<t::Ticket> {
+        self.0.borrow_mut().poll_completed()
+    }
+
+    #[cfg(not(feature = "wit-v0_1"))]
+    fn metrics(&self) -> t::HandlerMetrics {
+        let h = self.0.borrow();
+        let m = h.metrics();
+        t::HandlerMetrics {
+            deadline_rollbacks: m.deadline_rollbacks,
+            statements: m.statements,
+            failed_statements: m.failed_statements,
+            sync_retries: m.sync_retries,
+            queued_tasks: h.queued_tasks() as u32,
+            in_flight: h.in_flight_group().is_some(),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! A runaway policy (endless loop, unbounded allocation) is stopped by the host, which logs it
+//! and keeps serving with the known-good policy.
+
+#[path = "common_policy.rs"]
+mod common;
+
+use citus_ha::agent::Agent;
+use citus_ha::guest_variants::policy_variant;
+use citus_ha::policy::PolicyError;
+use citus_ha::session::sim::SimSession;
+use citus_ha::EMBEDDED_POLICY;
+use citus_ha_policy::{EventOutcome, Statement};
+use common::*;
+use std::time::{Duration, Instant};
+
+async fn runaway(features: &str) {
+    let engine = engine(200);
+    let bad = engine
+        .load(&std::fs::read(policy_variant(features).unwrap()).unwrap(), features)
+        .unwrap();
+    let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
+    let id = identity();
+    let policy = bad.new_handler(&id.config, &id.name, &id.connect_url).unwrap();
+    let mut agent = Agent::new(policy, id, SimSession::new(steady_sim()));
+    agent.set_fallback(good.clone());
+
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let r = agent.heartbeat(attempt * 1000, &view("w1a")).await;
+        assert!(matches!(r, Err(PolicyError::Trap(_))), "{features}: {r:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{features}: the call was not stopped in time");
+    }
+    assert_eq!(agent.traps, 2);
+    assert_eq!(agent.loaded().unwrap().hash, good.hash, "{features}: fell back to the good build");
+
+    // The good policy serves: heartbeat, turn, and a worker event that pauses group 1.
+    agent.heartbeat(3000, &view("w1a")).await.unwrap();
+    assert_eq!(turn(&mut agent, 3000).await, vec![Statement::LoadMetadata]);
+    let out = agent.event(4000, &view("w1a"), &event("before_demote", "w1a")).await.unwrap().unwrap();
+    assert!(matches!(out, EventOutcome::Queued(_)));
+    let stmts = turn(&mut agent, 4000).await;
+    assert!(
+        matches!(&stmts[..], [Statement::Begin, Statement::UpdateNode { host, .. }] if host == "10.0.1.1-demoted"),
+        "{stmts:?}"
+    );
+}
+
+#[tokio::test]
+async fn endless_loop_is_stopped_and_the_host_keeps_serving() {
+    runaway("fault-loop").await;
+}
+
+#[tokio::test]
+async fn unbounded_allocation_is_stopped_and_the_host_keeps_serving() {
+    runaway("fault-alloc").await;
+}
