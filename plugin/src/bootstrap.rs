@@ -50,8 +50,12 @@ pub fn bootstrap_plan(
         steps.push(BootstrapStep::InsertAuthinfo(format_dsn(&pairs)));
     }
     if config.is_coordinator() {
-        let url = connect_url
-            .ok_or_else(|| InvalidInput::new("postgresql.connect_address", "is required on the coordinator"))?;
+        let url = connect_url.ok_or_else(|| {
+            InvalidInput::new(
+                "postgresql.connect_address",
+                "is required on the coordinator",
+            )
+        })?;
         let addr = parse_conn_url(url)
             .map_err(|e| InvalidInput::new("postgresql.connect_address", e.to_string()))?;
         steps.push(BootstrapStep::SetCoordinatorHost(addr));
@@ -70,7 +74,9 @@ pub fn format_dsn(pairs: &[(&str, &str)]) -> String {
 }
 
 fn quote_value(v: &str) -> String {
-    let needs = v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\');
+    let needs = v.is_empty()
+        || v.chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\');
     if !needs {
         return v.to_string();
     }

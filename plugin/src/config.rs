@@ -36,9 +36,9 @@ pub fn validate_config_json(text: &str) -> Result<CitusConfig, InvalidInput> {
 /// Validates the section. `group` may be a number or a decimal string ("0", "12"), never
 /// signed, fractional or zero-padded; `database` must be a non-empty string.
 pub fn validate_config(value: &Value) -> Result<CitusConfig, InvalidInput> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| InvalidInput::new("citus", "must be a mapping with `group` and `database`"))?;
+    let obj = value.as_object().ok_or_else(|| {
+        InvalidInput::new("citus", "must be a mapping with `group` and `database`")
+    })?;
     if let Some(unknown) = obj.keys().find(|k| *k != "group" && *k != "database") {
         return Err(InvalidInput::new(
             format!("citus.{unknown}"),
@@ -50,9 +50,7 @@ pub fn validate_config(value: &Value) -> Result<CitusConfig, InvalidInput> {
         Some(v) => parse_group(v).map_err(|reason| InvalidInput::new("citus.group", reason))?,
     };
     let database = match obj.get("database") {
-        None | Some(Value::Null) => {
-            return Err(InvalidInput::new("citus.database", "is required"))
-        }
+        None | Some(Value::Null) => return Err(InvalidInput::new("citus.database", "is required")),
         Some(Value::String(s)) if s.is_empty() => {
             return Err(InvalidInput::new("citus.database", "must not be empty"))
         }
@@ -154,8 +152,12 @@ mod tests {
     #[test]
     fn bad_database_and_shape() {
         assert_eq!(err(json!({"group": 1})).field, "citus.database");
-        assert!(err(json!({"group": 1, "database": ""})).reason.contains("empty"));
-        assert!(err(json!({"group": 1, "database": 5})).reason.contains("string"));
+        assert!(err(json!({"group": 1, "database": ""}))
+            .reason
+            .contains("empty"));
+        assert!(err(json!({"group": 1, "database": 5}))
+            .reason
+            .contains("string"));
         assert_eq!(err(json!([1])).field, "citus");
         assert_eq!(
             err(json!({"group": 1, "database": "d", "grup": 2})).field,

@@ -139,11 +139,20 @@ mod tests {
 
     #[test]
     fn bad_urls_are_errors_not_panics() {
-        assert!(matches!(parse_conn_url("http://x/"), Err(ConnError::Scheme(_))));
-        assert!(matches!(parse_conn_url("not a url"), Err(ConnError::NotAUrl(..))));
+        assert!(matches!(
+            parse_conn_url("http://x/"),
+            Err(ConnError::Scheme(_))
+        ));
+        assert!(matches!(
+            parse_conn_url("not a url"),
+            Err(ConnError::NotAUrl(..))
+        ));
         assert!(parse_conn_url("postgres://h:99999/x").is_err());
         assert!(parse_conn_url("postgres://h:abc/x").is_err());
-        assert!(matches!(parse_conn_url("postgres:///db"), Err(ConnError::NoHost(_))));
+        assert!(matches!(
+            parse_conn_url("postgres:///db"),
+            Err(ConnError::NoHost(_))
+        ));
         assert!(matches!(
             parse_conn_url("postgres://%2Fvar%2Frun%2Fpostgresql/db"),
             Err(ConnError::UnixSocket(_))
@@ -163,7 +172,13 @@ mod tests {
             parse_conn_kwargs(Some("/tmp"), None),
             Err(ConnError::UnixSocket(_))
         ));
-        assert!(matches!(parse_conn_kwargs(Some(""), None), Err(ConnError::NoHost(_))));
-        assert!(matches!(parse_conn_kwargs(Some("h"), Some("0")), Err(ConnError::Port(_))));
+        assert!(matches!(
+            parse_conn_kwargs(Some(""), None),
+            Err(ConnError::NoHost(_))
+        ));
+        assert!(matches!(
+            parse_conn_kwargs(Some("h"), Some("0")),
+            Err(ConnError::Port(_))
+        ));
     }
 }

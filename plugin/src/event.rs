@@ -56,9 +56,9 @@ pub fn parse_event(text: &str) -> Result<WorkerEvent, InvalidInput> {
 }
 
 pub fn validate_event(v: &Value) -> Result<WorkerEvent, InvalidInput> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| InvalidInput::new("event", format!("must be an object, got {}", kind_of(v))))?;
+    let obj = v.as_object().ok_or_else(|| {
+        InvalidInput::new("event", format!("must be an object, got {}", kind_of(v)))
+    })?;
     let kind = match obj.get("type") {
         Some(Value::String(s)) => match s.as_str() {
             "before_demote" => EventKind::BeforeDemote,
@@ -120,7 +120,10 @@ pub fn validate_event(v: &Value) -> Result<WorkerEvent, InvalidInput> {
             ))
         }
         Some(t) if t > 86_400.0 * 365.0 => {
-            return Err(InvalidInput::new("timeout", format!("{t} seconds is too long")))
+            return Err(InvalidInput::new(
+                "timeout",
+                format!("{t} seconds is too long"),
+            ))
         }
         Some(t) => (t * 1000.0).round().max(1.0) as u64,
     };
@@ -133,7 +136,10 @@ pub fn validate_event(v: &Value) -> Result<WorkerEvent, InvalidInput> {
             ))
         }
         Some(c) if c * 1000.0 > f64::from(i32::MAX) => {
-            return Err(InvalidInput::new("cooldown", format!("{c} seconds is too long")))
+            return Err(InvalidInput::new(
+                "cooldown",
+                format!("{c} seconds is too long"),
+            ))
         }
         Some(c) => (c * 1000.0).round() as i32,
     };
@@ -177,9 +183,10 @@ mod tests {
 
     #[test]
     fn cooldown_zero_is_zero_and_missing_is_default() {
-        let zero =
-            parse_event(r#"{"type":"after_promote","group":1,"leader":"a","timeout":3,"cooldown":0}"#)
-                .unwrap();
+        let zero = parse_event(
+            r#"{"type":"after_promote","group":1,"leader":"a","timeout":3,"cooldown":0}"#,
+        )
+        .unwrap();
         assert_eq!(zero.cooldown_ms, 0);
         let missing =
             parse_event(r#"{"type":"after_promote","group":1,"leader":"a","timeout":3}"#).unwrap();
@@ -189,17 +196,47 @@ mod tests {
     #[test]
     fn invalid_events_name_the_field() {
         for (body, field) in [
-            (r#"{"type":"restart","group":1,"leader":"a","timeout":3}"#, "type"),
+            (
+                r#"{"type":"restart","group":1,"leader":"a","timeout":3}"#,
+                "type",
+            ),
             (r#"{"group":1,"leader":"a","timeout":3}"#, "type"),
-            (r#"{"type":"after_promote","group":0,"leader":"a","timeout":3}"#, "group"),
-            (r#"{"type":"after_promote","group":"1","leader":"a","timeout":3}"#, "group"),
-            (r#"{"type":"after_promote","group":1.5,"leader":"a","timeout":3}"#, "group"),
-            (r#"{"type":"after_promote","group":1,"leader":"","timeout":3}"#, "leader"),
-            (r#"{"type":"after_promote","group":1,"timeout":3}"#, "leader"),
-            (r#"{"type":"after_promote","group":1,"leader":"a","timeout":0}"#, "timeout"),
-            (r#"{"type":"after_promote","group":1,"leader":"a"}"#, "timeout"),
-            (r#"{"type":"after_promote","group":1,"leader":"a","timeout":3,"cooldown":-1}"#, "cooldown"),
-            (r#"{"type":"after_promote","group":1,"leader":"a","timeout":3,"cooldown":"x"}"#, "cooldown"),
+            (
+                r#"{"type":"after_promote","group":0,"leader":"a","timeout":3}"#,
+                "group",
+            ),
+            (
+                r#"{"type":"after_promote","group":"1","leader":"a","timeout":3}"#,
+                "group",
+            ),
+            (
+                r#"{"type":"after_promote","group":1.5,"leader":"a","timeout":3}"#,
+                "group",
+            ),
+            (
+                r#"{"type":"after_promote","group":1,"leader":"","timeout":3}"#,
+                "leader",
+            ),
+            (
+                r#"{"type":"after_promote","group":1,"timeout":3}"#,
+                "leader",
+            ),
+            (
+                r#"{"type":"after_promote","group":1,"leader":"a","timeout":0}"#,
+                "timeout",
+            ),
+            (
+                r#"{"type":"after_promote","group":1,"leader":"a"}"#,
+                "timeout",
+            ),
+            (
+                r#"{"type":"after_promote","group":1,"leader":"a","timeout":3,"cooldown":-1}"#,
+                "cooldown",
+            ),
+            (
+                r#"{"type":"after_promote","group":1,"leader":"a","timeout":3,"cooldown":"x"}"#,
+                "cooldown",
+            ),
             ("[]", "event"),
             ("{", "event"),
         ] {

@@ -13,9 +13,17 @@ pub fn adjust_gucs(
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let max_connections = match get("max_connections") {
         None => return Err(InvalidInput::new("max_connections", "is required")),
-        Some(v) => v.trim().parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            InvalidInput::new("max_connections", format!("{v:?} is not a positive integer"))
-        })?,
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    "max_connections",
+                    format!("{v:?} is not a positive integer"),
+                )
+            })?,
     };
     let libs: Vec<&str> = get("shared_preload_libraries")
         .unwrap_or("")
@@ -30,13 +38,20 @@ pub fn adjust_gucs(
     let mpt = match get("max_prepared_transactions") {
         None => 0,
         Some(v) => v.trim().parse::<i64>().map_err(|_| {
-            InvalidInput::new("max_prepared_transactions", format!("{v:?} is not an integer"))
+            InvalidInput::new(
+                "max_prepared_transactions",
+                format!("{v:?} is not an integer"),
+            )
         })?,
     };
     let mut out: Vec<(String, String)> = params.to_vec();
     set(&mut out, "shared_preload_libraries", libs);
     if mpt == 0 {
-        set(&mut out, "max_prepared_transactions", (max_connections * 2).to_string());
+        set(
+            &mut out,
+            "max_prepared_transactions",
+            (max_connections * 2).to_string(),
+        );
     }
     set(&mut out, "wal_level", "logical".into());
     set(
@@ -59,7 +74,9 @@ mod tests {
     use super::*;
 
     fn p(kv: &[(&str, &str)]) -> Vec<(String, String)> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
     fn get<'a>(ps: &'a [(String, String)], k: &str) -> &'a str {
         &ps.iter().find(|(n, _)| n == k).unwrap().1
@@ -70,7 +87,10 @@ mod tests {
         let out = adjust_gucs(
             &p(&[
                 ("max_connections", "100"),
-                ("shared_preload_libraries", " pg_stat_statements, ,citus,auto_explain ,citus"),
+                (
+                    "shared_preload_libraries",
+                    " pg_stat_statements, ,citus,auto_explain ,citus",
+                ),
                 ("max_prepared_transactions", "0"),
             ]),
             Some("10.0.0.5"),
@@ -89,7 +109,10 @@ mod tests {
     #[test]
     fn explicit_prepared_transactions_kept_and_defaults() {
         let out = adjust_gucs(
-            &p(&[("max_connections", "10"), ("max_prepared_transactions", "7")]),
+            &p(&[
+                ("max_connections", "10"),
+                ("max_prepared_transactions", "7"),
+            ]),
             None,
         )
         .unwrap();

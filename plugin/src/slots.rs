@@ -13,7 +13,11 @@ pub struct ReplicationSlot {
 
 /// True when the slot is Citus's own (on the primary, logical, in the Citus database, named
 /// `citus_shard_{move,split}_slot` plus two or three `_N` parts, with the matching plugin).
-pub fn keep_replication_slot(config: &CitusConfig, is_primary: bool, slot: &ReplicationSlot) -> bool {
+pub fn keep_replication_slot(
+    config: &CitusConfig,
+    is_primary: bool,
+    slot: &ReplicationSlot,
+) -> bool {
     if !is_primary
         || slot.slot_type != "logical"
         || slot.database.as_deref() != Some(config.database.as_str())
@@ -37,9 +41,9 @@ fn numbered_parts(rest: &str) -> bool {
     };
     let parts: Vec<&str> = rest.split('_').collect();
     (2..=3).contains(&parts.len())
-        && parts.iter().all(|p| {
-            !p.is_empty() && !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit())
-        })
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -64,22 +68,80 @@ mod tests {
     #[test]
     fn keeps_only_citus_slots_on_primary() {
         let c = cfg();
-        assert!(keep_replication_slot(&c, true, &slot("citus_shard_move_slot_1_2", "logical", "citus", "pgoutput")));
-        assert!(keep_replication_slot(&c, true, &slot("citus_shard_move_slot_1_2_33", "logical", "citus", "pgoutput")));
-        assert!(keep_replication_slot(&c, true, &slot("citus_shard_split_slot_10_2", "logical", "citus", "citus")));
+        assert!(keep_replication_slot(
+            &c,
+            true,
+            &slot("citus_shard_move_slot_1_2", "logical", "citus", "pgoutput")
+        ));
+        assert!(keep_replication_slot(
+            &c,
+            true,
+            &slot(
+                "citus_shard_move_slot_1_2_33",
+                "logical",
+                "citus",
+                "pgoutput"
+            )
+        ));
+        assert!(keep_replication_slot(
+            &c,
+            true,
+            &slot("citus_shard_split_slot_10_2", "logical", "citus", "citus")
+        ));
         for (s, primary) in [
-            (slot("citus_shard_move_slot_1_2", "logical", "citus", "pgoutput"), false),
-            (slot("citus_shard_move_slot_1_2", "physical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_1_2", "logical", "other", "pgoutput"), true),
-            (slot("citus_shard_move_slot_1_2", "logical", "citus", "citus"), true),
-            (slot("citus_shard_split_slot_1_2", "logical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_1", "logical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_1_2_3_4", "logical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_01_2", "logical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_0_2", "logical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_1__2", "logical", "citus", "pgoutput"), true),
-            (slot("citus_shard_move_slot_1_2x", "logical", "citus", "pgoutput"), true),
-            (slot("xcitus_shard_move_slot_1_2", "logical", "citus", "pgoutput"), true),
+            (
+                slot("citus_shard_move_slot_1_2", "logical", "citus", "pgoutput"),
+                false,
+            ),
+            (
+                slot("citus_shard_move_slot_1_2", "physical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_1_2", "logical", "other", "pgoutput"),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_1_2", "logical", "citus", "citus"),
+                true,
+            ),
+            (
+                slot("citus_shard_split_slot_1_2", "logical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_1", "logical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot(
+                    "citus_shard_move_slot_1_2_3_4",
+                    "logical",
+                    "citus",
+                    "pgoutput",
+                ),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_01_2", "logical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_0_2", "logical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_1__2", "logical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot("citus_shard_move_slot_1_2x", "logical", "citus", "pgoutput"),
+                true,
+            ),
+            (
+                slot("xcitus_shard_move_slot_1_2", "logical", "citus", "pgoutput"),
+                true,
+            ),
         ] {
             assert!(!keep_replication_slot(&c, primary, &s), "{s:?}");
         }

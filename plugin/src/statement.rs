@@ -61,6 +61,7 @@ impl StatementError {
     /// Citus refuses add/remove while worker metadata is being synced (in the transaction that
     /// changed a row, and for about a second after it commits). Waiting is the cure.
     pub fn is_metadata_out_of_sync(&self) -> bool {
-        self.message.contains("is a metadata node, but is out of sync")
+        self.message
+            .contains("is a metadata node, but is out of sync")
     }
 }

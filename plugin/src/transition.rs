@@ -58,13 +58,31 @@ pub fn transition(new: &mut Group, old: &mut Group, txn_has_update: bool) -> Pla
     let Some(new_primary) = new.primary().cloned() else {
         return Plan::default();
     };
+    // A paused primary without a row (a `before_demote` for a group that had no primary row)
+    // pauses nothing: plan as for a group without a primary row. Planning it as a switchover
+    // would add the new primary before the update that frees its address.
+    if let Some(p) = old.primary().cloned() {
+        if p.nodeid.is_none() {
+            old.remove(&p.addr);
+        }
+    }
     let old_primary = old.primary().cloned();
+
+    // Rows an outside change left behind that the topology cannot hold go first (an
+    // add/remove, so not after an update of the open transaction: then they stay).
+    for n in std::mem::take(&mut old.stale) {
+        if txn_has_update {
+            new.stale.push(n);
+        } else {
+            out.push(Some(Change::Remove { addr: n.addr }));
+        }
+    }
 
     // gone: rows of old that new does not have, but the old primary's; added: the reverse.
     let mut gone: Vec<Node> = old
         .nodes()
         .iter()
-        .filter(|n| new.get(&n.addr).is_none())
+        .filter(|n| n.nodeid.is_some() && new.get(&n.addr).is_none())
         .filter(|n| Some(&n.addr) != old_primary.as_ref().map(|p| &p.addr))
         .cloned()
         .collect();
@@ -80,12 +98,21 @@ pub fn transition(new: &mut Group, old: &mut Group, txn_has_update: bool) -> Pla
             // No primary row yet. If the new primary's address is already registered as a
             // secondary, adding it would only return that secondary's id (the reference ends
             // with no primary row): remove that row first, then add the primary.
-            if let Some(stale) = old.remove(&new_primary.addr) {
-                out.push(Some(Change::Remove {
-                    addr: stale.addr.clone(),
-                }));
+            match old.remove(&new_primary.addr) {
+                Some(stale) if txn_has_update => {
+                    // Neither may follow an update of the open transaction: the row stays as
+                    // it is (so the cache stays true) and the next heartbeat does both.
+                    new.remove(&new_primary.addr);
+                    new.insert(stale);
+                }
+                Some(stale) => {
+                    out.push(Some(Change::Remove {
+                        addr: stale.addr.clone(),
+                    }));
+                    out.push(emit(&new_primary));
+                }
+                None => out.push(emit(&new_primary)),
             }
-            out.push(emit(&new_primary));
         }
         Some(op) if op.addr == new_primary.addr => {
             let np = new.get_mut(&new_primary.addr).expect("primary present");
@@ -153,6 +180,18 @@ pub fn transition(new: &mut Group, old: &mut Group, txn_has_update: bool) -> Pla
                     node.nodeid = g.nodeid;
                     let node = node.clone();
                     out.push(emit(&node));
+                }
+            }
+
+            // The old primary stays on as a secondary but no row was found for it (the new
+            // primary was never registered and no secondary left): its row now holds the new
+            // primary, so it is a secondary to add like any other. The reference leaves it in
+            // the new topology without a row and never registers it.
+            if let Some(o) = &opn {
+                if new.get(&o.addr).is_some_and(|n| n.nodeid.is_none()) {
+                    if let Err(i) = added.binary_search(&o.addr) {
+                        added.insert(i, o.addr.clone());
+                    }
                 }
             }
         }
@@ -369,7 +408,10 @@ mod tests {
     fn secondary_removed_and_added() {
         let mut old = group(&[("n1", Primary, Some(2)), ("n2", Secondary, Some(3))]);
         let mut new = group(&[("n1", Primary, None)]);
-        assert_eq!(transition(&mut new, &mut old, false).changes, vec![rm("n2")]);
+        assert_eq!(
+            transition(&mut new, &mut old, false).changes,
+            vec![rm("n2")]
+        );
 
         let mut old = group(&[("n1", Primary, Some(2))]);
         let mut new = group(&[("n1", Primary, None), ("n4", Secondary, None)]);
@@ -411,7 +453,10 @@ mod tests {
         let mut new = group(&[("n1", Demoted, None), ("n7", Secondary, None)]);
         let p = transition(&mut new, &mut old, false);
         assert_eq!(p.changes, vec![upd(4, "n1", true)]);
-        assert!(new.get(&a("n7")).is_none(), "dropped so the cache stays true");
+        assert!(
+            new.get(&a("n7")).is_none(),
+            "dropped so the cache stays true"
+        );
     }
 
     #[test]
@@ -438,6 +483,79 @@ mod tests {
         let mut new = group(&[("n1", Primary, None), ("n2", Secondary, None)]);
         let p = transition(&mut new, &mut old, false);
         assert_eq!(p.changes, vec![upd(4, "n1", false)]);
+    }
+
+    #[test]
+    fn switchover_to_unregistered_node_while_old_primary_stays_as_secondary() {
+        // Found by the property tests: the primary row goes to n3, so n1 has no row left; it
+        // must not stay in the new topology as if registered (the reference does that and
+        // never adds it). The primary changed, so its add waits for the next heartbeat.
+        let mut old = group(&[("n1", Primary, Some(1)), ("n2", Secondary, Some(2))]);
+        let mut new = group(&[
+            ("n1", Secondary, None),
+            ("n2", Secondary, None),
+            ("n3", Primary, None),
+        ]);
+        let p = transition(&mut new, &mut old, false);
+        assert_eq!(p.changes, vec![upd(1, "n3", false)]);
+        assert!(new.get(&a("n1")).is_none(), "n1 has no row yet");
+        assert_eq!(new.get(&a("n2")).unwrap().nodeid, Some(2));
+
+        // The next heartbeat (cache = what was committed) adds it.
+        let mut old = new;
+        old.failover = false;
+        let mut next = group(&[
+            ("n1", Secondary, None),
+            ("n2", Secondary, None),
+            ("n3", Primary, None),
+        ]);
+        let p = transition(&mut next, &mut old, false);
+        assert_eq!(p.changes, vec![add("n1", NodeRole::Secondary)]);
+    }
+
+    #[test]
+    fn paused_primary_without_a_row_then_a_registered_secondary_is_promoted() {
+        // Found by the property tests: before_demote for a group without a primary row left a
+        // row-less paused n1 in flight; promoting the registered secondary n5 was planned as a
+        // switchover, and moving the add first made it a no-op (the address was still n5's
+        // secondary row): the group ended with no primary row.
+        let mut old = group(&[("n1", Demoted, None), ("n5", Secondary, Some(2))]);
+        let mut new = group(&[("n5", Primary, None)]);
+        let p = transition(&mut new, &mut old, false);
+        assert_eq!(p.changes, vec![rm("n5"), add("n5", NodeRole::Primary)]);
+        assert!(new.get(&a("n1")).is_none());
+
+        // After an update of the open transaction neither may be sent: the row stays known.
+        let mut old = group(&[("n1", Demoted, None), ("n5", Secondary, Some(2))]);
+        let mut new = group(&[("n5", Primary, None)]);
+        let p = transition(&mut new, &mut old, true);
+        assert!(p.changes.is_empty());
+        let kept = new.get(&a("n5")).unwrap();
+        assert_eq!((kept.role, kept.nodeid), (Secondary, Some(2)));
+    }
+
+    #[test]
+    fn stale_row_of_a_paused_primary_is_removed_first() {
+        let mut old = group(&[("n1", Demoted, Some(4)), ("n2", Secondary, Some(6))]);
+        old.stale.push(Node {
+            addr: a("n1"),
+            role: Secondary,
+            nodeid: Some(5),
+        });
+        // Still paused (before_demote): only the stale row goes.
+        let mut new = group(&[("n1", Demoted, None), ("n2", Secondary, None)]);
+        let p = transition(&mut new, &mut old.clone(), false);
+        assert_eq!(p.changes, vec![rm("n1")]);
+        assert!(new.stale.is_empty());
+        // Repaired by a heartbeat: removed before the row takes the address back.
+        let mut new = group(&[("n1", Primary, None), ("n2", Secondary, None)]);
+        let p = transition(&mut new, &mut old.clone(), false);
+        assert_eq!(p.changes, vec![rm("n1"), upd(4, "n1", false)]);
+        // After an update of the open transaction it has to wait, and stays known.
+        let mut new = group(&[("n1", Primary, None), ("n2", Secondary, None)]);
+        let p = transition(&mut new, &mut old.clone(), true);
+        assert_eq!(p.changes, vec![upd(4, "n1", false)]);
+        assert_eq!(new.stale.len(), 1);
     }
 
     #[test]
