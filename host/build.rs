@@ -20,7 +20,14 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let target_dir = workspace.join("target").join("guest");
     match guest_build::build_policy(&workspace, &target_dir, "") {
-        Ok(component) => std::fs::write(out.join("citus_ha_policy.wasm"), component).unwrap(),
+        Ok(component) => {
+            std::fs::write(out.join("citus_ha_policy.wasm"), &component).unwrap();
+            // For operators and other hosts that want the file itself.
+            let _ = std::fs::write(
+                target_dir.join("citus_ha_policy.component.wasm"),
+                &component,
+            );
+        }
         Err(e) => panic!("{e}"),
     }
 }

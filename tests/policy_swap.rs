@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn replay(file: &std::path::Path, extra: &[&str]) -> String {
@@ -25,13 +28,19 @@ fn replay(file: &std::path::Path, extra: &[&str]) -> String {
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// The worker switchover scenario with a swap step right after before_demote's turn.
 fn with_swap(component: &std::path::Path) -> tempfile::NamedTempFile {
-    let original = std::fs::read_to_string(root().join("tests/scenarios/worker_switchover_with_pause.jsonl")).unwrap();
+    let original =
+        std::fs::read_to_string(root().join("tests/scenarios/worker_switchover_with_pause.jsonl"))
+            .unwrap();
     let mut out = String::new();
     let mut after_demote = false;
     for line in original.lines() {
@@ -40,7 +49,10 @@ fn with_swap(component: &std::path::Path) -> tempfile::NamedTempFile {
         if line.contains(r#""type":"before_demote""#) {
             after_demote = true;
         } else if after_demote && line == r#"{"op":"run"}"# {
-            out.push_str(&format!("{{\"op\":\"swap\",\"path\":{}}}\n", serde_json::to_string(component.to_str().unwrap()).unwrap()));
+            out.push_str(&format!(
+                "{{\"op\":\"swap\",\"path\":{}}}\n",
+                serde_json::to_string(component.to_str().unwrap()).unwrap()
+            ));
             after_demote = false;
         }
     }
@@ -52,7 +64,10 @@ fn with_swap(component: &std::path::Path) -> tempfile::NamedTempFile {
 
 #[test]
 fn swap_mid_switchover_prints_exactly_the_same_statements() {
-    let expected = std::fs::read_to_string(root().join("tests/scenarios/worker_switchover_with_pause.expected")).unwrap();
+    let expected = std::fs::read_to_string(
+        root().join("tests/scenarios/worker_switchover_with_pause.expected"),
+    )
+    .unwrap();
     assert_eq!(expected.matches(r#"{"op":"begin"}"#).count(), 1);
     assert_eq!(expected.matches(r#"{"op":"commit"}"#).count(), 1);
     // To a fresh build of the current contract, and across contracts to the 0.1.0 build.
@@ -61,7 +76,12 @@ fn swap_mid_switchover_prints_exactly_the_same_statements() {
     let older = policy_variant("wit-v0_1").unwrap();
     for component in [current.path().to_path_buf(), older] {
         let scenario = with_swap(&component);
-        assert_eq!(replay(scenario.path(), &[]), expected, "swap to {}", component.display());
+        assert_eq!(
+            replay(scenario.path(), &[]),
+            expected,
+            "swap to {}",
+            component.display()
+        );
     }
 }
 
@@ -69,14 +89,27 @@ fn swap_mid_switchover_prints_exactly_the_same_statements() {
 fn older_contract_build_runs_beside_the_current_one() {
     let older = policy_variant("wit-v0_1").unwrap();
     let engine = engine(2000);
-    let loaded = engine.load(&std::fs::read(&older).unwrap(), "older").unwrap();
+    let loaded = engine
+        .load(&std::fs::read(&older).unwrap(), "older")
+        .unwrap();
     assert_eq!(loaded.contract, "0.1.0");
-    assert_eq!(engine.load(EMBEDDED_POLICY, "current").unwrap().contract, "0.2.0");
+    assert_eq!(
+        engine.load(EMBEDDED_POLICY, "current").unwrap().contract,
+        "0.2.0"
+    );
     // The whole library replays identically through the 0.1.0 adapter.
-    for name in ["worker_failover", "differs_secondary_churn", "deadline_rollback_while_another_group_waits"] {
+    for name in [
+        "worker_failover",
+        "differs_secondary_churn",
+        "deadline_rollback_while_another_group_waits",
+    ] {
         let s = root().join(format!("tests/scenarios/{name}.jsonl"));
         let expected = std::fs::read_to_string(s.with_extension("expected")).unwrap();
-        assert_eq!(replay(&s, &["--policy", older.to_str().unwrap()]), expected, "{name}");
+        assert_eq!(
+            replay(&s, &["--policy", older.to_str().unwrap()]),
+            expected,
+            "{name}"
+        );
     }
 }
 
@@ -85,11 +118,17 @@ async fn paused_agent() -> (Agent<SimSession>, citus_ha::policy::PolicyEngine) {
     let engine = engine(2000);
     let loaded = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
     let id = identity();
-    let policy = loaded.new_handler(&id.config, &id.name, &id.connect_url).unwrap();
+    let policy = loaded
+        .new_handler(&id.config, &id.name, &id.connect_url)
+        .unwrap();
     let mut agent = Agent::new(policy, id, SimSession::new(steady_sim()));
     agent.heartbeat(0, &view("w1a")).await.unwrap();
     assert_eq!(turn(&mut agent, 0).await, vec![Statement::LoadMetadata]);
-    let out = agent.event(1000, &view("w1a"), &event("before_demote", "w1a")).await.unwrap().unwrap();
+    let out = agent
+        .event(1000, &view("w1a"), &event("before_demote", "w1a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(out, EventOutcome::Queued(_)));
     let stmts = turn(&mut agent, 1000).await;
     assert_eq!(stmts.len(), 2, "BEGIN and the -demoted rename: {stmts:?}");
@@ -104,36 +143,77 @@ async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
 
     // A truncated file is not a component.
     let truncated = &EMBEDDED_POLICY[..EMBEDDED_POLICY.len() / 2];
-    let e = engine.load(truncated, "truncated.wasm").err().expect("refused");
+    let e = engine
+        .load(truncated, "truncated.wasm")
+        .err()
+        .expect("refused");
     assert!(e.contains("truncated.wasm"), "{e}");
 
     // A component of a contract version this host does not run.
     let wit = std::fs::read_to_string(root().join("wit/since_v0.2.0/policy.wit"))
         .unwrap()
-        .replace("package citus-ha:policy@0.2.0;", "package citus-ha:policy@9.0.0;");
+        .replace(
+            "package citus-ha:policy@0.2.0;",
+            "package citus-ha:policy@9.0.0;",
+        );
     let unknown = dummy_component(&wit, "policy-component").unwrap();
     let e = engine.load(&unknown, "v9.wasm").err().expect("refused");
-    assert!(e.contains("citus-ha:policy/policy@9.0.0") && e.contains("0.2.0"), "{e}");
+    assert!(
+        e.contains("citus-ha:policy/policy@9.0.0") && e.contains("0.2.0"),
+        "{e}"
+    );
 
     // A build whose state import fails, and one that traps on warm-up.
-    let import = engine.load(&std::fs::read(policy_variant("fault-import").unwrap()).unwrap(), "fault-import").unwrap();
-    assert!(matches!(agent.swap(import).await, Err(SwapRefused::Import(_))));
-    let warmup = engine
-        .load(&std::fs::read(policy_variant("fault-trap-warmup").unwrap()).unwrap(), "fault-trap-warmup")
+    let import = engine
+        .load(
+            &std::fs::read(policy_variant("fault-import").unwrap()).unwrap(),
+            "fault-import",
+        )
         .unwrap();
-    assert!(matches!(agent.swap(warmup).await, Err(SwapRefused::Warmup(_))));
+    assert!(matches!(
+        agent.swap(import).await,
+        Err(SwapRefused::Import(_))
+    ));
+    let warmup = engine
+        .load(
+            &std::fs::read(policy_variant("fault-trap-warmup").unwrap()).unwrap(),
+            "fault-trap-warmup",
+        )
+        .unwrap();
+    assert!(matches!(
+        agent.swap(warmup).await,
+        Err(SwapRefused::Warmup(_))
+    ));
 
     // The old policy is still the one running, with the transaction it opened.
     assert_eq!(agent.loaded().unwrap().hash, running);
     assert!(agent.session.sim.in_transaction());
     let during = view("w1b");
-    agent.event(2000, &during, &event("before_promote", "w1b")).await.unwrap().unwrap();
-    agent.event(2500, &during, &event("after_promote", "w1b")).await.unwrap().unwrap();
+    agent
+        .event(2000, &during, &event("before_promote", "w1b"))
+        .await
+        .unwrap()
+        .unwrap();
+    agent
+        .event(2500, &during, &event("after_promote", "w1b"))
+        .await
+        .unwrap()
+        .unwrap();
     let stmts = turn(&mut agent, 3000).await;
-    assert_eq!(stmts.iter().filter(|s| **s == Statement::Begin).count(), 0, "{stmts:?}");
+    assert_eq!(
+        stmts.iter().filter(|s| **s == Statement::Begin).count(),
+        0,
+        "{stmts:?}"
+    );
     assert_eq!(stmts.last(), Some(&Statement::Commit), "{stmts:?}");
     assert!(!agent.session.sim.in_transaction());
-    let primary = agent.session.sim.rows().into_iter().find(|r| r.nodeid == 2).unwrap();
+    let primary = agent
+        .session
+        .sim
+        .rows()
+        .into_iter()
+        .find(|r| r.nodeid == 2)
+        .unwrap();
     assert_eq!(primary.nodename, "10.0.1.2");
 }
 
@@ -144,18 +224,33 @@ async fn a_good_swap_keeps_the_open_transaction_and_queued_tasks() {
     let mut v = view("w1a");
     v.workers[1].1.members.pop();
     agent.heartbeat(1500, &v).await.unwrap();
-    let older = engine.load(&std::fs::read(policy_variant("wit-v0_1").unwrap()).unwrap(), "older").unwrap();
+    let older = engine
+        .load(
+            &std::fs::read(policy_variant("wit-v0_1").unwrap()).unwrap(),
+            "older",
+        )
+        .unwrap();
     let before = agent.loaded().unwrap().hash.clone();
     agent.swap(older).await.expect("swap");
     assert_eq!(agent.previous().unwrap().hash, before);
     assert_eq!(agent.loaded().unwrap().contract, "0.1.0");
-    agent.event(2000, &view("w1b"), &event("after_promote", "w1b")).await.unwrap().unwrap();
+    agent
+        .event(2000, &view("w1b"), &event("after_promote", "w1b"))
+        .await
+        .unwrap()
+        .unwrap();
     let stmts = turn(&mut agent, 2000).await;
     // Group 1 finishes in the same transaction, then group 2's queued task runs.
     assert!(!stmts.contains(&Statement::Begin), "{stmts:?}");
-    assert_eq!(stmts.iter().filter(|s| **s == Statement::Commit).count(), 1, "{stmts:?}");
+    assert_eq!(
+        stmts.iter().filter(|s| **s == Statement::Commit).count(),
+        1,
+        "{stmts:?}"
+    );
     assert!(
-        stmts.iter().any(|s| matches!(s, Statement::RemoveNode { host, .. } if host == "10.0.2.2")),
+        stmts
+            .iter()
+            .any(|s| matches!(s, Statement::RemoveNode { host, .. } if host == "10.0.2.2")),
         "the queued group-2 task survived the swap: {stmts:?}"
     );
 }
@@ -165,7 +260,10 @@ fn the_component_has_no_wasi_imports() {
     let engine = engine(2000);
     for (name, bytes) in [
         ("embedded", EMBEDDED_POLICY.to_vec()),
-        ("older", std::fs::read(policy_variant("wit-v0_1").unwrap()).unwrap()),
+        (
+            "older",
+            std::fs::read(policy_variant("wit-v0_1").unwrap()).unwrap(),
+        ),
     ] {
         let loaded = engine.load(&bytes, name).unwrap();
         assert!(!loaded.imports.is_empty());

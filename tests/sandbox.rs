@@ -16,11 +16,16 @@ use std::time::{Duration, Instant};
 async fn runaway(features: &str) {
     let engine = engine(200);
     let bad = engine
-        .load(&std::fs::read(policy_variant(features).unwrap()).unwrap(), features)
+        .load(
+            &std::fs::read(policy_variant(features).unwrap()).unwrap(),
+            features,
+        )
         .unwrap();
     let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
     let id = identity();
-    let policy = bad.new_handler(&id.config, &id.name, &id.connect_url).unwrap();
+    let policy = bad
+        .new_handler(&id.config, &id.name, &id.connect_url)
+        .unwrap();
     let mut agent = Agent::new(policy, id, SimSession::new(steady_sim()));
     agent.set_fallback(good.clone());
 
@@ -28,15 +33,26 @@ async fn runaway(features: &str) {
         let started = Instant::now();
         let r = agent.heartbeat(attempt * 1000, &view("w1a")).await;
         assert!(matches!(r, Err(PolicyError::Trap(_))), "{features}: {r:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{features}: the call was not stopped in time");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{features}: the call was not stopped in time"
+        );
     }
     assert_eq!(agent.traps, 2);
-    assert_eq!(agent.loaded().unwrap().hash, good.hash, "{features}: fell back to the good build");
+    assert_eq!(
+        agent.loaded().unwrap().hash,
+        good.hash,
+        "{features}: fell back to the good build"
+    );
 
     // The good policy serves: heartbeat, turn, and a worker event that pauses group 1.
     agent.heartbeat(3000, &view("w1a")).await.unwrap();
     assert_eq!(turn(&mut agent, 3000).await, vec![Statement::LoadMetadata]);
-    let out = agent.event(4000, &view("w1a"), &event("before_demote", "w1a")).await.unwrap().unwrap();
+    let out = agent
+        .event(4000, &view("w1a"), &event("before_demote", "w1a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(out, EventOutcome::Queued(_)));
     let stmts = turn(&mut agent, 4000).await;
     assert!(

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "citus-ha", version, about = "Keeps Citus's pg_dist_node in step with the HA manager's view, through a sandboxed policy component")]
+#[command(
+    name = "citus-ha",
+    version,
+    about = "Keeps Citus's pg_dist_node in step with the HA manager's view, through a sandboxed policy component"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
@@ -19,6 +23,28 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Play a scripted worker switchover and coordinator failover against the in-memory
+    /// simulator and print the timeline: who paused, which statements ran, how long writes
+    /// waited. Needs no server.
+    Demo,
+    /// Print a PostgreSQL parameter set (JSON or YAML mapping, from FILE or stdin) adjusted for
+    /// Citus by the policy: citus first in shared_preload_libraries, prepared transactions,
+    /// wal_level=logical, citus.local_hostname.
+    Gucs {
+        /// The parameters; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+        /// The host Citus uses to reach the local server (default localhost).
+        #[arg(long)]
+        local_host: Option<String>,
+    },
+    /// Prepare this node's database for Citus (idempotent): create the Citus database, CREATE
+    /// EXTENSION citus, the pg_dist_authinfo row for the superuser and, on the coordinator,
+    /// citus_set_coordinator_host. Uses the `run` config file.
+    Bootstrap {
+        /// The YAML config file of `run`.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Replay a scenario (JSON Lines, see shared/scenario-format.md) and print every statement
     /// the coordinator would receive, then the final pg_dist_node.
     ///
@@ -40,6 +66,58 @@ pub enum Command {
         /// Use this policy component instead of the embedded one.
         #[arg(long)]
         policy: Option<PathBuf>,
+    },
+    /// Run the coordinator-side agent: keep pg_dist_node in step with the DCS and serve the
+    /// worker events of the REST API.
+    ///
+    /// Acts only while the DCS coordinator group's leader is this node's `name`. Endpoints:
+    /// POST /citus and /mpp (worker events, as Patroni workers send them), GET /policy,
+    /// POST /policy/reload (empty body: re-read policy.path; or the .wasm as body), GET /status,
+    /// GET /metrics. SIGHUP and a change of policy.path also swap the policy in place.
+    ///
+    /// Without --config: the in-memory simulator and a bundled example cluster (coordinator
+    /// coord1, worker groups 1 and 2 with leaders w1a and w2a) on 127.0.0.1:8008. Try:
+    ///
+    ///   curl -XPOST localhost:8008/citus -d '{"type":"before_demote","group":1,"leader":"w1a","timeout":30,"cooldown":10}'
+    Run {
+        /// The YAML config file (see `check-config --help` for its fields).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a `run` config file and print every problem with its field path (exit 1), or a
+    /// one-line summary (exit 0).
+    ///
+    /// Fields (Patroni's names): name; citus {group, database}; postgresql {connect_address
+    /// "host:port" or conn_url, database, authentication.superuser {username, password, sslcert,
+    /// sslkey}, sslmode}; restapi {listen (127.0.0.1:8008), authentication {username, password},
+    /// certfile, keyfile}; loop_wait (10), ttl (30), retry_timeout (10); dcs {file};
+    /// policy {path (embedded), call_timeout_ms (2000), max_memory_mb (256), cache_dir};
+    /// coordinator {url} (default: built from postgresql.* with the citus database).
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Measure every policy operation through the Wasm component and natively, in one run.
+    ///
+    /// Prints each operation's median time both ways and the ratio (warm-up first, then the
+    /// median of many samples), plus the policy swap, the cold start, the guest's peak memory at
+    /// 10000 worker groups and this process's peak RSS. See BENCHMARKS.md.
+    Bench {
+        /// A smoke run: fewer samples (under a minute, no database needed).
+        #[arg(long)]
+        quick: bool,
+        /// One JSON object per line: {"bench", "wasm_ns", "native_ns", "ratio"}.
+        #[arg(long)]
+        json: bool,
+        /// PostgreSQL (with Citus or the CI emulation) for event_to_statement.
+        #[arg(long)]
+        db: Option<String>,
+        /// Only the operations whose name contains this (for profiling one of them).
+        #[arg(long, hide = true)]
+        only: Option<String>,
+        /// Internal: the child process that `cold_start` times.
+        #[arg(long, hide = true)]
+        cold_start_child: bool,
     },
 }
 
@@ -67,6 +145,41 @@ pub fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command {
             Command::Replay { file, db, policy } => run_replay(file, db, policy).await,
+            Command::Demo => match crate::demo::play().await {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("citus-ha demo: {e:#}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Gucs { file, local_host } => {
+                crate::ops::gucs_command(file.as_deref(), local_host.as_deref())
+            }
+            Command::Bootstrap { config } => crate::ops::bootstrap_command(&config).await,
+            Command::Run { config } => crate::service::run_command(config).await,
+            Command::CheckConfig { file } => crate::config::check_config_command(&file),
+            Command::Bench {
+                cold_start_child: true,
+                ..
+            } => crate::bench::cold_start_child(),
+            Command::Bench {
+                quick,
+                json,
+                db,
+                only,
+                ..
+            } => {
+                let args = crate::bench::BenchArgs {
+                    quick,
+                    json,
+                    db,
+                    only,
+                };
+                crate::bench::run(args).await
+            }
         }
     })
 }
@@ -100,7 +213,8 @@ async fn run_replay(file: PathBuf, db: Option<String>, policy: Option<PathBuf>) 
             return ExitCode::from(1);
         }
     };
-    let engine = match PolicyEngine::new(PolicyLimits::default(), PolicyEngine::default_cache_dir()) {
+    let engine = match PolicyEngine::new(PolicyLimits::default(), PolicyEngine::default_cache_dir())
+    {
         Ok(e) => e,
         Err(e) => {
             eprintln!("citus-ha replay: {e}");

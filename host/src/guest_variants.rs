@@ -21,7 +21,11 @@ pub fn policy_variant(features: &str) -> Result<PathBuf, String> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let ws = workspace_dir();
-    let name = if features.is_empty() { "current" } else { features };
+    let name = if features.is_empty() {
+        "current"
+    } else {
+        features
+    };
     let dir = ws.join("target").join("guest-variants");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let out = dir.join(format!("{}.wasm", name.replace([',', ' '], "+")));
@@ -41,11 +45,8 @@ pub fn dummy_component(wit: &str, world: &str) -> Result<Vec<u8>, String> {
     let world = resolve
         .select_world(&[pkg], Some(world))
         .map_err(|e| format!("{e:#}"))?;
-    let mut module = wit_component::dummy_module(
-        &resolve,
-        world,
-        wit_parser::ManglingAndAbi::Standard32,
-    );
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,

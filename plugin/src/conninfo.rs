@@ -60,7 +60,7 @@ fn check_host(host: String, port: i32, source: &str) -> Result<Address, ConnErro
     if host.is_empty() {
         return Err(ConnError::NoHost(source.into()));
     }
-    if host.starts_with('/') || host.starts_with('@') {
+    if (host.starts_with('/') || host.starts_with('@')) && !crate::compat::REFERENCE_PORT {
         return Err(ConnError::UnixSocket(host));
     }
     Ok(Address { host, port })

@@ -64,6 +64,7 @@ pub fn validate_event(v: &Value) -> Result<WorkerEvent, InvalidInput> {
             "before_demote" => EventKind::BeforeDemote,
             "before_promote" => EventKind::BeforePromote,
             "after_promote" => EventKind::AfterPromote,
+            _ if crate::compat::REFERENCE_PORT => EventKind::BeforePromote,
             other => {
                 return Err(InvalidInput::new(
                     "type",
@@ -141,6 +142,7 @@ pub fn validate_event(v: &Value) -> Result<WorkerEvent, InvalidInput> {
                 format!("{c} seconds is too long"),
             ))
         }
+        Some(c) if c == 0.0 && crate::compat::REFERENCE_PORT => DEFAULT_COOLDOWN_MS,
         Some(c) => (c * 1000.0).round() as i32,
     };
     Ok(WorkerEvent {

@@ -77,7 +77,7 @@ impl Group {
         let read = |r: &PgDistRow| -> Node {
             let mut role = Role::from_node_role(r.noderole);
             let mut host = r.nodename.as_str();
-            if role == Role::Primary {
+            if role == Role::Primary && !crate::compat::REFERENCE_PORT {
                 if let Some(stripped) = host.strip_suffix(DEMOTED_SUFFIX) {
                     let elsewhere =
                         is_taken(stripped, r.nodeport) && !own.contains(&(stripped, r.nodeport));

@@ -3,6 +3,7 @@
 //! inside the sandboxed Wasm component (`bindings`, built only for wasm32).
 
 pub mod bootstrap;
+pub mod compat;
 pub mod config;
 pub mod conninfo;
 pub mod dcs;
@@ -19,6 +20,8 @@ pub mod transition;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg(target_arch = "wasm32")]
+mod guest_alloc;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod faults;
 

@@ -12,6 +12,7 @@
 //! reference pops from a hash set), and add/remove are put before updates or left for the next
 //! turn, never after an update.
 
+use crate::compat::REFERENCE_PORT;
 use crate::group::{Group, Node};
 use crate::node::{Address, NodeRole, Role};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,11 @@ pub fn transition(new: &mut Group, old: &mut Group, txn_has_update: bool) -> Pla
             // secondary, adding it would only return that secondary's id (the reference ends
             // with no primary row): remove that row first, then add the primary.
             match old.remove(&new_primary.addr) {
+                Some(stale) if REFERENCE_PORT => {
+                    // The reference "adds" onto the secondary's row and keeps no primary.
+                    old.insert(stale);
+                    out.push(emit(&new_primary));
+                }
                 Some(stale) if txn_has_update => {
                     // Neither may follow an update of the open transaction: the row stays as
                     // it is (so the cache stays true) and the next heartbeat does both.
@@ -224,7 +230,7 @@ pub fn transition(new: &mut Group, old: &mut Group, txn_has_update: bool) -> Pla
 
     let steps_before_membership = out.len();
     let mut membership: Vec<Change> = Vec::new();
-    let hold_membership = new.failover || txn_has_update;
+    let hold_membership = new.failover || (txn_has_update && !REFERENCE_PORT);
     for g in gone {
         if hold_membership {
             new.insert(g);
@@ -258,6 +264,10 @@ fn order_for_citus(
     txn_has_update: bool,
     new: &mut Group,
 ) -> Vec<Change> {
+    if REFERENCE_PORT {
+        // The reference's order: updates as they come, then removes and adds.
+        return statements.into_iter().chain(membership).collect();
+    }
     let (early, updates): (Vec<Change>, Vec<Change>) =
         statements.into_iter().partition(Change::is_membership);
     let mut changes = Vec::with_capacity(early.len() + updates.len() + membership.len());

@@ -8,8 +8,10 @@
 //! sequence, and the "metadata node out of sync" refusal of add/remove after an update.
 //!
 //! It is deterministic (a simulated clock, no background activity, no iteration over hash
-//! maps in any output) and every statement is O(log n) or O(1) apart from the copy of the
-//! table taken at BEGIN and the rows a load returns. No statement panics on any input.
+//! maps in any output) and every statement is O(log n) or O(1) apart from the rows a load
+//! returns: a transaction changes the table in place and keeps an undo log, so BEGIN, COMMIT
+//! and ROLLBACK cost what the transaction changed, not the size of the table. No statement
+//! panics on any input.
 
 #![warn(missing_docs)]
 
@@ -151,11 +153,26 @@ pub enum CommitOutcome {
     RolledBack,
 }
 
-/// An open transaction block of the session.
+/// How to take back one change of an open transaction.
 #[derive(Clone, Debug)]
+enum Undo {
+    /// A row was inserted: remove it.
+    Inserted(i32),
+    /// A row was removed: put it back.
+    Removed(Row),
+    /// A row moved to a new address: move it back.
+    Moved {
+        nodeid: i32,
+        nodename: String,
+        nodeport: i32,
+    },
+}
+
+/// An open transaction block of the session.
+#[derive(Clone, Debug, Default)]
 struct Txn {
-    /// The session's working copy, cloned from the committed table at BEGIN.
-    table: Table,
+    /// The changes made in it, oldest first; ROLLBACK undoes them newest first.
+    undo: Vec<Undo>,
     /// An error happened: only COMMIT/ROLLBACK are accepted from now on.
     aborted: bool,
     /// An address-changing update happened: workers' metadata is out of sync.
@@ -164,13 +181,14 @@ struct Txn {
 
 /// The coordinator's `pg_dist_node` as one session sees it.
 ///
-/// Committed state and the session's working copy are separate tables so that ROLLBACK is a
-/// drop and COMMIT is a move; the nodeid sequence lives outside both because PostgreSQL
-/// sequences are not transactional.
+/// The table is the session's view: a transaction changes it in place and records how to undo
+/// each change, so COMMIT drops the log and ROLLBACK replays it backwards (what another
+/// session sees is the table with the log undone). The nodeid sequence lives outside the
+/// table because PostgreSQL sequences are not transactional.
 #[derive(Clone, Debug)]
 pub struct Simulator {
     opts: SimOptions,
-    committed: Table,
+    table: Table,
     txn: Option<Txn>,
     /// The last value the nodeid sequence handed out (0: none yet, so the first is 1).
     last_nodeid: i32,
@@ -195,7 +213,7 @@ impl Simulator {
     pub fn with_options(opts: SimOptions) -> Self {
         Simulator {
             opts,
-            committed: Table::default(),
+            table: Table::default(),
             txn: None,
             last_nodeid: 0,
             now_ms: 0,
@@ -212,8 +230,8 @@ impl Simulator {
     /// values are taken as given.
     pub fn replace_rows(&mut self, rows: Vec<Row>) {
         self.txn = None;
-        self.committed = Table::from_rows(rows);
-        if let Some(max) = self.committed.max_nodeid() {
+        self.table = Table::from_rows(rows);
+        if let Some(max) = self.table.max_nodeid() {
             self.last_nodeid = self.last_nodeid.max(max);
         }
     }
@@ -238,11 +256,7 @@ impl Simulator {
             Some(t) if t.aborted => Err(SimError::TransactionAborted),
             Some(_) => Ok(()),
             None => {
-                self.txn = Some(Txn {
-                    table: self.committed.clone(),
-                    aborted: false,
-                    updated: false,
-                });
+                self.txn = Some(Txn::default());
                 Ok(())
             }
         }
@@ -254,9 +268,11 @@ impl Simulator {
     pub fn commit(&mut self) -> Result<CommitOutcome, SimError> {
         match self.txn.take() {
             None => Ok(CommitOutcome::Committed),
-            Some(t) if t.aborted => Ok(CommitOutcome::RolledBack),
+            Some(t) if t.aborted => {
+                undo_all(&mut self.table, t.undo);
+                Ok(CommitOutcome::RolledBack)
+            }
             Some(t) => {
-                self.committed = t.table;
                 if t.updated {
                     self.last_update_commit_ms = Some(self.now_ms);
                 }
@@ -268,7 +284,9 @@ impl Simulator {
     /// ROLLBACK: every row is as it was at BEGIN (outside a transaction PostgreSQL only warns).
     /// The nodeid sequence is not rolled back, as in PostgreSQL.
     pub fn rollback(&mut self) {
-        self.txn = None;
+        if let Some(t) = self.txn.take() {
+            undo_all(&mut self.table, t.undo);
+        }
     }
 
     /// `citus_add_node(host, port, groupid, role)`.
@@ -303,7 +321,8 @@ impl Simulator {
                 nodeport: port,
                 noderole: role,
             };
-            if s.view_mut().insert(row) {
+            if s.table.insert(row) {
+                s.logged(Undo::Inserted(nodeid));
                 Ok(nodeid)
             } else {
                 Err(SimError::DuplicateNodeId)
@@ -337,11 +356,18 @@ impl Simulator {
                     Err(SimError::AddressInUse)
                 };
             }
-            if !s.view_mut().set_address(nodeid, host, port) {
+            let Some((nodename, nodeport)) = s.table.set_address(nodeid, host, port) else {
                 return Err(SimError::NodeNotFound(nodeid));
-            }
+            };
             match &mut s.txn {
-                Some(t) => t.updated = true,
+                Some(t) => {
+                    t.updated = true;
+                    t.undo.push(Undo::Moved {
+                        nodeid,
+                        nodename,
+                        nodeport,
+                    });
+                }
                 None => s.last_update_commit_ms = Some(s.now_ms),
             }
             Ok(())
@@ -362,7 +388,9 @@ impl Simulator {
                 });
             };
             s.check_metadata_synced()?;
-            s.view_mut().remove(nodeid);
+            if let Some(row) = s.table.remove(nodeid) {
+                s.logged(Undo::Removed(row));
+            }
             Ok(())
         })
     }
@@ -370,7 +398,7 @@ impl Simulator {
     /// The connection dropped: an open transaction, aborted or not, is discarded (the server
     /// rolls it back). The sequence and the post-commit window are server state and stay.
     pub fn lose_session(&mut self) {
-        self.txn = None;
+        self.rollback();
     }
 
     /// Whether a transaction block is open (aborted or not).
@@ -386,7 +414,14 @@ impl Simulator {
 
     /// The committed rows sorted by nodeid: what another session would see.
     pub fn committed_rows(&self) -> Vec<Row> {
-        self.committed.rows().to_vec()
+        match &self.txn {
+            Some(t) if !t.undo.is_empty() => {
+                let mut committed = self.table.clone();
+                undo_all(&mut committed, t.undo.clone());
+                committed.rows().to_vec()
+            }
+            _ => self.table.rows().to_vec(),
+        }
     }
 
     /// Runs one statement with PostgreSQL's transaction rules: refused inside an aborted
@@ -408,17 +443,16 @@ impl Simulator {
         result
     }
 
+    /// The table as this session sees it (uncommitted changes included).
     fn view(&self) -> &Table {
-        match &self.txn {
-            Some(t) => &t.table,
-            None => &self.committed,
-        }
+        &self.table
     }
 
-    fn view_mut(&mut self) -> &mut Table {
-        match &mut self.txn {
-            Some(t) => &mut t.table,
-            None => &mut self.committed,
+    /// Records how to undo a change just made, if a transaction is open (outside one, a
+    /// change is committed at once).
+    fn logged(&mut self, undo: Undo) {
+        if let Some(t) = &mut self.txn {
+            t.undo.push(undo);
         }
     }
 
@@ -456,6 +490,28 @@ impl Simulator {
                 port: r.nodeport,
             }),
             None => Ok(()),
+        }
+    }
+}
+
+/// Takes back a transaction's changes, newest first. Each change was valid when made and
+/// everything after it is undone first, so every step restores a state the table had.
+fn undo_all(table: &mut Table, undo: Vec<Undo>) {
+    for u in undo.into_iter().rev() {
+        match u {
+            Undo::Inserted(nodeid) => {
+                table.remove(nodeid);
+            }
+            Undo::Removed(row) => {
+                table.insert(row);
+            }
+            Undo::Moved {
+                nodeid,
+                nodename,
+                nodeport,
+            } => {
+                table.set_address(nodeid, &nodename, nodeport);
+            }
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The indexed row store behind one snapshot of `pg_dist_node`.
 //!
-//! The simulator keeps two snapshots: the committed table and, while a transaction is open,
-//! the session's working copy cloned at BEGIN. Every mutator here keeps all indexes in step
-//! with the rows, so dropping the working copy at ROLLBACK (or promoting it at COMMIT) keeps
-//! the UNIQUE(nodename, nodeport) map consistent without any undo log.
+//! The simulator keeps one table, the session's view; an open transaction changes it in place
+//! and logs how to undo each change. Every mutator here keeps all indexes in step with the
+//! rows, so undoing a change through the same mutators keeps the UNIQUE(nodename, nodeport)
+//! map consistent.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -124,24 +124,26 @@ impl Table {
         }
     }
 
-    /// Moves a row to a new address. Returns false (and changes nothing) if the nodeid is
-    /// unknown or another row already holds the address.
-    pub(crate) fn set_address(&mut self, nodeid: i32, host: &str, port: i32) -> bool {
-        let Ok(idx) = self.index_of(nodeid) else {
-            return false;
-        };
+    /// Moves a row to a new address and returns its old one (the same when it is already
+    /// there). Returns None (and changes nothing) if the nodeid is unknown or another row
+    /// already holds the address.
+    pub(crate) fn set_address(
+        &mut self,
+        nodeid: i32,
+        host: &str,
+        port: i32,
+    ) -> Option<(String, i32)> {
+        let idx = self.index_of(nodeid).ok()?;
         match self.id_at(host, port) {
-            Some(holder) => holder == nodeid,
+            Some(holder) if holder == nodeid => Some((host.to_owned(), port)),
+            Some(_) => None,
             None => {
-                let Some(row) = self.rows.get_mut(idx) else {
-                    return false;
-                };
-                let old_key = (std::mem::take(&mut row.nodename), row.nodeport);
-                row.nodename = host.to_owned();
+                let row = self.rows.get_mut(idx)?;
+                let old_key = (std::mem::replace(&mut row.nodename, host.to_owned()), row.nodeport);
                 row.nodeport = port;
                 self.by_addr.remove(&old_key);
                 self.by_addr.insert((host.to_owned(), port), nodeid);
-                true
+                Some(old_key)
             }
         }
     }
@@ -227,10 +229,10 @@ mod tests {
         assert!(!t.has_primary(3));
         assert_eq!(t.first_worker_primary().map(|r| r.nodeid), Some(3));
 
-        assert!(t.set_address(3, "w1-demoted", 5432));
-        assert!(!t.set_address(4, "w2", 5432));
-        assert!(t.set_address(4, "w1s", 5432)); // its own address: no-op
-        assert!(!t.set_address(42, "zz", 1));
+        assert_eq!(t.set_address(3, "w1-demoted", 5432), Some(("w1".into(), 5432)));
+        assert_eq!(t.set_address(4, "w2", 5432), None);
+        assert_eq!(t.set_address(4, "w1s", 5432), Some(("w1s".into(), 5432))); // no-op
+        assert_eq!(t.set_address(42, "zz", 1), None);
         t.check_invariants();
         assert_eq!(t.id_at("w1", 5432), None);
         assert_eq!(t.id_at("w1-demoted", 5432), Some(3));

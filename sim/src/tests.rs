@@ -35,9 +35,12 @@ fn cluster() -> Simulator {
 }
 
 fn check(s: &Simulator) {
-    s.committed.check_invariants();
+    s.table.check_invariants();
     if let Some(t) = &s.txn {
-        t.table.check_invariants();
+        // What another session sees: the table with the transaction's changes undone.
+        let mut committed = s.table.clone();
+        undo_all(&mut committed, t.undo.clone());
+        committed.check_invariants();
     }
 }
 

@@ -96,8 +96,120 @@ pub(crate) trait ContractPre: Send + Sync {
     fn instantiate(&self, s: &mut Store<HostState>) -> R<Box<dyn ContractApi>>;
 }
 
+/// The DCS view as the contract's `cluster-view` record, borrowing the host's strings: lowered
+/// straight from the native `ClusterView` into the guest's memory, with no copy of any string
+/// on the host side (the bindgen types would need every string cloned before each call). The
+/// record shape is the same in every contract version; `typed` checks it at instantiation.
+mod view_abi {
+    use citus_ha_policy::dcs::{ClusterView, Member};
+    use wasmtime::component::{ComponentType, Lower};
+
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(super) struct ConnKwargsRef<'a> {
+        host: Option<&'a str>,
+        port: Option<&'a str>,
+    }
+
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(super) struct MemberRef<'a> {
+        name: &'a str,
+        #[component(name = "conn-url")]
+        conn_url: Option<&'a str>,
+        #[component(name = "conn-kwargs")]
+        conn_kwargs: Option<ConnKwargsRef<'a>>,
+        role: Option<&'a str>,
+        state: Option<&'a str>,
+        noloadbalance: bool,
+    }
+
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(super) struct GroupViewRef<'a> {
+        leader: Option<&'a str>,
+        members: &'a [MemberRef<'a>],
+    }
+
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(super) struct ClusterViewRef<'a> {
+        coordinator: GroupViewRef<'a>,
+        workers: &'a [(i32, GroupViewRef<'a>)],
+    }
+
+    fn member(m: &Member) -> MemberRef<'_> {
+        MemberRef {
+            name: &m.name,
+            conn_url: m.conn_url.as_deref(),
+            conn_kwargs: m.conn_kwargs.as_ref().map(|k| ConnKwargsRef {
+                host: k.host.as_deref(),
+                port: k.port.as_deref(),
+            }),
+            role: m.role.as_deref(),
+            state: m.state.as_deref(),
+            noloadbalance: m.noloadbalance,
+        }
+    }
+
+    /// Calls `f` with the view as the contract's record: two host allocations per call (all
+    /// members in one list, the groups in another), whatever the view's size.
+    pub(super) fn with_view<T>(v: &ClusterView, f: impl FnOnce(&ClusterViewRef<'_>) -> T) -> T {
+        let count = v.coordinator.members.len()
+            + v.workers.iter().map(|(_, g)| g.members.len()).sum::<usize>();
+        let mut all: Vec<MemberRef<'_>> = Vec::with_capacity(count);
+        all.extend(v.coordinator.members.iter().map(member));
+        for (_, g) in &v.workers {
+            all.extend(g.members.iter().map(member));
+        }
+        let mut at = v.coordinator.members.len();
+        let workers: Vec<(i32, GroupViewRef<'_>)> = v
+            .workers
+            .iter()
+            .map(|(id, g)| {
+                let from = at;
+                at += g.members.len();
+                let members = &all[from..at];
+                (*id, GroupViewRef { leader: g.leader.as_deref(), members })
+            })
+            .collect();
+        let view = ClusterViewRef {
+            coordinator: GroupViewRef {
+                leader: v.coordinator.leader.as_deref(),
+                members: &all[..v.coordinator.members.len()],
+            },
+            workers: &workers,
+        };
+        f(&view)
+    }
+}
+
+use view_abi::{with_view, ClusterViewRef};
+use wasmtime::component::{ComponentExportIndex, Func, TypedFunc};
+
+type HeartbeatParams<'a> = (ResourceAny, u64, &'a ClusterViewRef<'a>);
+type EventParams<'a> = (ResourceAny, u64, &'a ClusterViewRef<'a>, &'a str);
+
+/// Where the two calls that take a view are among a component's exports.
+fn view_exports(component: &Component, iface: &str) -> R<(ComponentExportIndex, ComponentExportIndex)> {
+    let missing = |what: &str| wasmtime::format_err!("the component does not export {what}");
+    let (_, i) = component
+        .get_export(None, iface)
+        .ok_or_else(|| missing(iface))?;
+    let find = |name: &str| {
+        component
+            .get_export(Some(&i), name)
+            .map(|(_, idx)| idx)
+            .ok_or_else(|| missing(name))
+    };
+    Ok((
+        find("[method]handler.handle-heartbeat")?,
+        find("[method]handler.handle-event")?,
+    ))
+}
+
 macro_rules! contract {
-    ($module:ident, $path:literal, $($metrics:ident)?) => {
+    ($module:ident, $path:literal, $iface:literal, $($metrics:ident)?) => {
         pub(crate) mod $module {
             use super::*;
             wasmtime::component::bindgen!({
@@ -120,7 +232,11 @@ macro_rules! contract {
             }
             impl t::Host for HostState {}
 
-            pub(crate) struct Pre(PolicyComponentPre<HostState>);
+            pub(crate) struct Pre {
+                pre: PolicyComponentPre<HostState>,
+                heartbeat: ComponentExportIndex,
+                event: ComponentExportIndex,
+            }
 
             pub(crate) fn link(
                 linker: &mut Linker<HostState>,
@@ -131,20 +247,38 @@ macro_rules! contract {
                     |s| s,
                 )?;
                 let pre: InstancePre<HostState> = linker.instantiate_pre(component)?;
-                Ok(Box::new(Pre(PolicyComponentPre::new(pre)?)))
+                let (heartbeat, event) = view_exports(component, $iface)?;
+                Ok(Box::new(Pre {
+                    pre: PolicyComponentPre::new(pre)?,
+                    heartbeat,
+                    event,
+                }))
             }
 
             impl ContractPre for Pre {
                 fn instantiate(&self, s: &mut Store<HostState>) -> R<Box<dyn ContractApi>> {
-                    Ok(Box::new(Api(self.0.instantiate(&mut *s)?)))
+                    let instance = self.pre.instance_pre().instantiate(&mut *s)?;
+                    let bindings = PolicyComponent::new(&mut *s, &instance)?;
+                    let missing = || wasmtime::format_err!("the instance lacks a view export");
+                    let heartbeat = instance.get_func(&mut *s, self.heartbeat).ok_or_else(missing)?;
+                    let event = instance.get_func(&mut *s, self.event).ok_or_else(missing)?;
+                    // The borrowed view must have the contract's exact shape.
+                    heartbeat.typed::<HeartbeatParams<'static>, ()>(&*s)?;
+                    event.typed::<EventParams<'static>, (Result<t::EventOutcome, t::InvalidInput>,)>(&*s)?;
+                    Ok(Box::new(Api { bindings, heartbeat, event }))
                 }
             }
 
-            pub(crate) struct Api(PolicyComponent);
+            pub(crate) struct Api {
+                bindings: PolicyComponent,
+                /// `handle-heartbeat` and `handle-event`, called with the borrowed view.
+                heartbeat: Func,
+                event: Func,
+            }
 
             impl Api {
                 fn p(&self) -> &p::Guest {
-                    self.0.citus_ha_policy_policy()
+                    self.bindings.citus_ha_policy_policy()
                 }
             }
 
@@ -153,32 +287,6 @@ macro_rules! contract {
             }
             fn invalid(e: t::InvalidInput) -> InvalidInput {
                 InvalidInput { field: e.field, reason: e.reason }
-            }
-            fn group(g: &citus_ha_policy::dcs::GroupView) -> t::GroupView {
-                t::GroupView {
-                    leader: g.leader.clone(),
-                    members: g
-                        .members
-                        .iter()
-                        .map(|m| t::Member {
-                            name: m.name.clone(),
-                            conn_url: m.conn_url.clone(),
-                            conn_kwargs: m.conn_kwargs.as_ref().map(|k| t::ConnKwargs {
-                                host: k.host.clone(),
-                                port: k.port.clone(),
-                            }),
-                            role: m.role.clone(),
-                            state: m.state.clone(),
-                            noloadbalance: m.noloadbalance,
-                        })
-                        .collect(),
-                }
-            }
-            fn view(v: &ClusterView) -> t::ClusterView {
-                t::ClusterView {
-                    coordinator: group(&v.coordinator),
-                    workers: v.workers.iter().map(|(g, w)| (*g, group(w))).collect(),
-                }
             }
             fn role(r: t::NodeRole) -> citus_ha_policy::node::NodeRole {
                 use citus_ha_policy::node::NodeRole as N;
@@ -285,7 +393,10 @@ macro_rules! contract {
                     self.p().handler().call_export_state(s, h)
                 }
                 fn heartbeat(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
-                    self.p().handler().call_handle_heartbeat(s, h, now, &view(v))
+                    // SAFETY: the function's type was checked with these parameter types (up to
+                    // lifetimes) when the instance was created.
+                    let f = unsafe { TypedFunc::<HeartbeatParams<'_>, ()>::new_unchecked(self.heartbeat) };
+                    with_view(v, |view| f.call(&mut *s, (h, now, view)))
                 }
                 fn event(
                     &self,
@@ -295,7 +406,11 @@ macro_rules! contract {
                     v: &ClusterView,
                     body: &str,
                 ) -> R<Result<EventOutcome, InvalidInput>> {
-                    let r = self.p().handler().call_handle_event(s, h, now, &view(v), body)?;
+                    // SAFETY: as for the heartbeat, the type was checked at instantiation.
+                    let f = unsafe {
+                        TypedFunc::<EventParams<'_>, (Result<t::EventOutcome, t::InvalidInput>,)>::new_unchecked(self.event)
+                    };
+                    let (r,) = with_view(v, |view| f.call(&mut *s, (h, now, view, body)))?;
                     Ok(r.map_err(invalid).map(|o| match o {
                         t::EventOutcome::Queued(tk) => EventOutcome::Queued(tk),
                         t::EventOutcome::Unchanged => EventOutcome::Unchanged,
@@ -361,8 +476,8 @@ macro_rules! contract {
     }};
 }
 
-contract!(since_v0_1_0, "../wit/since_v0.1.0",);
-contract!(since_v0_2_0, "../wit/since_v0.2.0", metrics);
+contract!(since_v0_1_0, "../wit/since_v0.1.0", "citus-ha:policy/policy@0.1.0",);
+contract!(since_v0_2_0, "../wit/since_v0.2.0", "citus-ha:policy/policy@0.2.0", metrics);
 
 /// Contract versions this host runs, newest first: (export name, linker).
 pub(crate) type LinkFn = fn(&mut Linker<HostState>, &Component) -> R<Box<dyn ContractPre>>;

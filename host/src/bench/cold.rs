@@ -1,0 +1,45 @@
+//! The cold-start child: `citus-ha bench --cold-start-child` loads the embedded policy the way
+//! `run` does (engine, precompiled artifact from the cache), makes its first decision and exits.
+//! The parent times it from spawn to exit.
+
+use super::fixtures::{config, view, CONNECT_URL, NAME};
+use crate::policy::{Policy, PolicyEngine, PolicyLimits};
+use crate::session::sim::SimSession;
+use crate::session::statement_kind;
+use citus_ha_policy::Statement;
+use std::process::ExitCode;
+
+/// What the child prints before the first statement it decided on.
+pub const FIRST_DECISION: &str = "first-decision ";
+
+/// Load, one heartbeat, then the turn until the policy decides its first `citus_add_node`.
+pub fn cold_start_child() -> ExitCode {
+    match child() {
+        Ok(kind) => {
+            println!("{FIRST_DECISION}{kind}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("citus-ha bench --cold-start-child: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn child() -> anyhow::Result<&'static str> {
+    let engine = PolicyEngine::new(PolicyLimits::default(), PolicyEngine::default_cache_dir())?;
+    let loaded = engine
+        .load(crate::EMBEDDED_POLICY, "embedded")
+        .map_err(anyhow::Error::msg)?;
+    let mut p = loaded.new_handler(&config(), NAME, CONNECT_URL)?;
+    p.heartbeat(0, &view(1))?;
+    let mut session = SimSession::default();
+    while let Some(stmt) = p.poll_statement(0)? {
+        if matches!(stmt, Statement::AddNode { .. }) {
+            return Ok(statement_kind(&stmt));
+        }
+        let result = session.run(&stmt);
+        p.handle_result(0, result)?;
+    }
+    anyhow::bail!("the policy decided nothing")
+}

@@ -1,0 +1,468 @@
+//! The REST API: worker events in (`POST /citus`, `POST /mpp`, exactly what a Patroni worker
+//! sends), policy hot swaps (`POST /policy/reload`), and what an operator wants to see
+//! (`GET /policy`, `GET /status`, `GET /metrics`).
+//!
+//! Answers follow the reference where workers depend on them (200 for every well-formed
+//! event, `before_demote` held until the pause is in place or its timeout passed) and say in a
+//! JSON body what happened, because an operator debugging a switchover reads them with curl.
+//! When `restapi.authentication` is set, every POST needs it (Patroni protects its unsafe
+//! methods the same way); GETs stay open for monitoring.
+
+use super::{Completion, EventAnswer, Input, Reloader, Settings};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest worker event body accepted (a real one is about 100 bytes).
+pub const EVENT_BODY_LIMIT: usize = 64 * 1024;
+/// Largest policy component accepted by `POST /policy/reload`.
+pub const POLICY_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// How long a non-`before_demote` event may wait for the owner to take it.
+const EVENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `timeout` of a before_demote whose body does not say (the policy refuses such a body anyway).
+const DEFAULT_EVENT_TIMEOUT_S: f64 = 30.0;
+
+#[derive(Clone)]
+struct AppState {
+    tx: mpsc::Sender<Input>,
+    reloader: Arc<Reloader>,
+    /// sha256 of "user:password": compared without revealing where a guess went wrong.
+    auth: Option<[u8; 32]>,
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// The router; public so tests and other front ends can mount it.
+pub(crate) fn router(
+    tx: mpsc::Sender<Input>,
+    reloader: Arc<Reloader>,
+    auth: Option<&(String, String)>,
+) -> Router {
+    let state = AppState {
+        tx,
+        reloader,
+        auth: auth.map(|(u, p)| digest(&format!("{u}:{p}"))),
+    };
+    Router::new()
+        .route(
+            "/citus",
+            post(event).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)),
+        )
+        .route(
+            "/mpp",
+            post(event).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)),
+        )
+        .route("/policy", get(policy))
+        .route(
+            "/policy/reload",
+            post(reload).layer(DefaultBodyLimit::max(POLICY_BODY_LIMIT)),
+        )
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// Binds the listener now (so a taken port fails the start) and serves in the background.
+pub(crate) fn start(
+    settings: &Settings,
+    tx: mpsc::Sender<Input>,
+    reloader: Arc<Reloader>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let app = router(tx, reloader, settings.auth.as_ref()).into_make_service();
+    let handle = match &settings.tls {
+        None => {
+            tracing::info!("REST API on http://{addr}");
+            tokio::spawn(async move {
+                if let Err(e) = axum_server::from_tcp(listener).serve(app).await {
+                    tracing::error!("REST API stopped: {e}");
+                }
+            })
+        }
+        Some((cert, key)) => {
+            let cfg = tls_config(cert, key).map_err(|(_, e)| anyhow::anyhow!(e))?;
+            let cfg = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+            tracing::info!("REST API on https://{addr}");
+            tokio::spawn(async move {
+                if let Err(e) = axum_server::from_tcp_rustls(listener, cfg).serve(app).await {
+                    tracing::error!("REST API stopped: {e}");
+                }
+            })
+        }
+    };
+    Ok(handle)
+}
+
+/// The HTTPS server configuration from PEM files. Errors name the config field at fault.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, (&'static str, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| {
+            (
+                "restapi.certfile",
+                format!("cannot read {}: {e}", cert.display()),
+            )
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            (
+                "restapi.certfile",
+                format!("{}: not a PEM certificate: {e}", cert.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err((
+            "restapi.certfile",
+            format!("{}: holds no certificate", cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        (
+            "restapi.keyfile",
+            format!("{}: no usable private key: {e}", key.display()),
+        )
+    })?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("restapi.certfile", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            (
+                "restapi.keyfile",
+                format!("the key does not fit the certificate: {e}"),
+            )
+        })
+}
+
+/// Basic auth on every POST when configured.
+async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == Method::POST {
+        if let Some(expected) = &st.auth {
+            if !authorized(req.headers(), expected) {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"citus-ha\"")],
+                    Json(json!({"status": "unauthorized", "reason": "this endpoint needs the restapi credentials (basic auth)"})),
+                )
+                    .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn authorized(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let got: [u8; 32] = Sha256::digest(&decoded).into();
+    // Comparing digests: equal-length, and a mismatch says nothing about the password.
+    got.iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+fn answer(code: StatusCode, body: Value) -> Response {
+    (code, Json(body)).into_response()
+}
+
+fn stopping() -> Response {
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"status": "error", "reason": "the service is stopping"}),
+    )
+}
+
+/// `POST /citus` and `POST /mpp`.
+async fn event(State(st): State<AppState>, body: Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "invalid", "field": "event", "reason": "the body is not UTF-8"}),
+        );
+    };
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({"status": "invalid", "field": "event", "reason": format!("not valid JSON: {e}")}),
+            )
+        }
+    };
+    let wait = value.get("type").and_then(Value::as_str) == Some("before_demote");
+    let timeout = if wait {
+        let s = value
+            .get("timeout")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .unwrap_or(DEFAULT_EVENT_TIMEOUT_S)
+            .min(86_400.0);
+        Duration::from_secs_f64(s)
+    } else {
+        EVENT_ANSWER_TIMEOUT
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (reply, rx) = oneshot::channel();
+    if st
+        .tx
+        .send(Input::Event {
+            body: text.to_string(),
+            wait,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return stopping();
+    }
+    let timed_out = |ticket: Option<u64>| {
+        answer(
+            StatusCode::OK,
+            json!({"status": "timeout", "ticket": ticket,
+                   "reason": format!("not done within {} s", timeout.as_secs_f64())}),
+        )
+    };
+    let first = match tokio::time::timeout_at(deadline, rx).await {
+        Err(_) => return timed_out(None),
+        Ok(Err(_)) => return stopping(),
+        Ok(Ok(a)) => a,
+    };
+    match first {
+        EventAnswer::Invalid(e) => answer(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "invalid", "field": e.field, "reason": e.reason}),
+        ),
+        EventAnswer::Ignored(reason) => answer(
+            StatusCode::OK,
+            json!({"status": "ignored", "reason": reason}),
+        ),
+        EventAnswer::Discarded(reason) => answer(
+            StatusCode::OK,
+            json!({"status": "discarded", "reason": reason}),
+        ),
+        EventAnswer::Unchanged => answer(StatusCode::OK, json!({"status": "unchanged"})),
+        EventAnswer::Queued(ticket) => answer(
+            StatusCode::OK,
+            json!({"status": "queued", "ticket": ticket}),
+        ),
+        EventAnswer::Error(reason) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "reason": reason}),
+        ),
+        EventAnswer::Waiting(ticket, done) => match tokio::time::timeout_at(deadline, done).await {
+            Err(_) => timed_out(Some(ticket)),
+            Ok(Err(_)) => answer(
+                StatusCode::OK,
+                json!({"status": "discarded", "ticket": ticket, "reason": "the service dropped the request"}),
+            ),
+            Ok(Ok(Completion::Paused)) => answer(
+                StatusCode::OK,
+                json!({"status": "paused", "ticket": ticket}),
+            ),
+            Ok(Ok(Completion::Failed(reason))) => answer(
+                StatusCode::OK,
+                json!({"status": "failed", "ticket": ticket, "reason": reason}),
+            ),
+            Ok(Ok(Completion::Discarded(reason))) => answer(
+                StatusCode::OK,
+                json!({"status": "discarded", "ticket": ticket, "reason": reason}),
+            ),
+        },
+    }
+}
+
+/// `GET /policy`.
+async fn policy(State(st): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if st.tx.send(Input::Policy(reply)).await.is_err() {
+        return stopping();
+    }
+    match rx.await {
+        Ok(r) => answer(StatusCode::OK, serde_json::to_value(r).unwrap_or_default()),
+        Err(_) => stopping(),
+    }
+}
+
+/// `POST /policy/reload`: empty body re-reads policy.path; otherwise the body is the .wasm.
+async fn reload(State(st): State<AppState>, body: Bytes) -> Response {
+    let bytes = (!body.is_empty()).then(|| body.to_vec());
+    match st.reloader.reload(bytes, "POST /policy/reload").await {
+        Ok(report) => answer(
+            StatusCode::OK,
+            json!({"status": "swapped", "from": report.from, "to": report.to}),
+        ),
+        Err(reason) => answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"status": "refused", "reason": reason}),
+        ),
+    }
+}
+
+async fn ask_status(st: &AppState) -> Option<super::Status> {
+    let (reply, rx) = oneshot::channel();
+    st.tx.send(Input::Status(reply)).await.ok()?;
+    rx.await.ok()
+}
+
+/// `GET /status`: JSON.
+async fn status(State(st): State<AppState>) -> Response {
+    match ask_status(&st).await {
+        Some(s) => answer(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
+        None => stopping(),
+    }
+}
+
+/// `GET /metrics`: the same numbers in Prometheus' text format.
+async fn metrics(State(st): State<AppState>) -> Response {
+    let Some(s) = ask_status(&st).await else {
+        return stopping();
+    };
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP citus_ha_{name} {help}\n# TYPE citus_ha_{name} {kind}\ncitus_ha_{name} {value}\n"
+        ));
+    };
+    put(
+        "leader",
+        "gauge",
+        "1 while this node leads the coordinator group",
+        u64::from(s.leader),
+    );
+    put(
+        "heartbeats_total",
+        "counter",
+        "Heartbeats handed to the policy",
+        s.heartbeats,
+    );
+    put(
+        "statements_total",
+        "counter",
+        "Statements run on the coordinator",
+        s.statements,
+    );
+    put(
+        "failed_statements_total",
+        "counter",
+        "Statements that failed",
+        s.failed_statements,
+    );
+    put(
+        "policy_traps_total",
+        "counter",
+        "Policy calls that trapped",
+        s.traps,
+    );
+    put(
+        "waiting_events",
+        "gauge",
+        "before_demote requests waiting for their pause",
+        s.waiting_events as u64,
+    );
+    if let Some(m) = &s.metrics {
+        put(
+            "policy_statements_total",
+            "counter",
+            "Statements the policy issued",
+            m.statements,
+        );
+        put(
+            "policy_failed_statements_total",
+            "counter",
+            "Failed statements the policy saw",
+            m.failed_statements,
+        );
+        put(
+            "policy_deadline_rollbacks_total",
+            "counter",
+            "Transactions rolled back at their deadline",
+            m.deadline_rollbacks,
+        );
+        put(
+            "policy_sync_retries_total",
+            "counter",
+            "Retries after Citus' metadata-sync refusal",
+            m.sync_retries,
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn basic_auth_checks_user_and_password() {
+        let expected = digest("admin:s3cret");
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, &expected));
+        let good = base64::engine::general_purpose::STANDARD.encode("admin:s3cret");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {good}")).unwrap(),
+        );
+        assert!(authorized(&h, &expected));
+        let bad = base64::engine::general_purpose::STANDARD.encode("admin:s3cre");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {bad}")).unwrap(),
+        );
+        assert!(!authorized(&h, &expected));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(!authorized(&h, &expected));
+    }
+
+    #[test]
+    fn tls_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        std::fs::write(&cert, "not pem").unwrap();
+        std::fs::write(&key, "not pem").unwrap();
+        assert_eq!(tls_config(&cert, &key).unwrap_err().0, "restapi.certfile");
+        assert_eq!(
+            tls_config(&dir.path().join("missing"), &key).unwrap_err().0,
+            "restapi.certfile"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! Each deliberate departure from the reference is proven by a scenario that a port copying
+//! the reference's behaviour gets wrong: the `reference-port` build of the same policy (one
+//! switch, plugin/src/compat.rs) must not reproduce any `differs_*` scenario's expected output,
+//! while the shipped build reproduces them all.
+
+use citus_ha::guest_variants::policy_variant;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn replay(file: &std::path::Path, policy: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_citus-ha"))
+        .arg("replay")
+        .arg(file)
+        .arg("--policy")
+        .arg(policy)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_departure_fails_against_a_reference_port() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios");
+    let port = policy_variant("reference-port").unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.starts_with("differs_") && name.ends_with(".jsonl")) {
+            continue;
+        }
+        let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+        let got = replay(&path, &port);
+        assert_ne!(
+            got, expected,
+            "{name}: the reference port gets it right, so it proves nothing"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 8, "one scenario per departure");
+}
+
+#[test]
+fn the_reference_port_still_reproduces_the_reference_examples() {
+    // The port is faithful where citus-ha agrees with the reference.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/scenario-examples");
+    if !dir.exists() {
+        eprintln!("skipped: no shared/scenario-examples beside this checkout");
+        return;
+    }
+    let port = policy_variant("reference-port").unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+            assert_eq!(replay(&path, &port), expected, "{}", path.display());
+        }
+    }
+}
