@@ -885,7 +885,7 @@ mod tests {
     use super::*;
     use crate::dcs::ConnKwargs;
     use crate::node::NodeRole;
-    use citus_sim::{CommitOutcome, Row, SimOptions, Simulator};
+    use citus_sim::{Row, SimOptions, Simulator};
     use Statement::{Begin, Commit, LoadMetadata, Rollback};
 
     const COORD_URL: &str = "postgres://10.0.0.1:5432/postgres";
@@ -915,30 +915,8 @@ mod tests {
         }
     }
 
-    fn sim_role(r: NodeRole) -> citus_sim::NodeRole {
-        match r {
-            NodeRole::Primary => citus_sim::NodeRole::Primary,
-            NodeRole::Secondary => citus_sim::NodeRole::Secondary,
-            NodeRole::Unavailable => citus_sim::NodeRole::Unavailable,
-        }
-    }
-
     fn role_of(s: &str) -> citus_sim::NodeRole {
         s.parse().expect("role label")
-    }
-
-    fn policy_row(r: &Row) -> PgDistRow {
-        PgDistRow {
-            nodeid: r.nodeid,
-            groupid: r.groupid,
-            nodename: r.nodename.clone(),
-            nodeport: r.nodeport,
-            noderole: match r.noderole {
-                citus_sim::NodeRole::Primary => NodeRole::Primary,
-                citus_sim::NodeRole::Secondary => NodeRole::Secondary,
-                citus_sim::NodeRole::Unavailable => NodeRole::Unavailable,
-            },
-        }
     }
 
     fn config(group: GroupId) -> CitusConfig {
@@ -987,50 +965,7 @@ mod tests {
                     connection_lost: true,
                 });
             }
-            let r = match stmt {
-                Statement::LoadMetadata => self
-                    .sim
-                    .load()
-                    .map(|rows| StatementResult::Metadata(rows.iter().map(policy_row).collect())),
-                Statement::Begin => self.sim.begin().map(|_| StatementResult::Done),
-                Statement::Commit => self.sim.commit().map(|o| match o {
-                    CommitOutcome::Committed => StatementResult::Done,
-                    CommitOutcome::RolledBack => StatementResult::RolledBack,
-                }),
-                Statement::Rollback => {
-                    self.sim.rollback();
-                    Ok(StatementResult::Done)
-                }
-                Statement::AddNode {
-                    host,
-                    port,
-                    groupid,
-                    role,
-                } => self
-                    .sim
-                    .add_node(host, *port, *groupid, sim_role(*role))
-                    .map(StatementResult::Added),
-                Statement::UpdateNode {
-                    nodeid,
-                    host,
-                    port,
-                    force,
-                    cooldown_ms,
-                } => self
-                    .sim
-                    .update_node(*nodeid, host, *port, *force, *cooldown_ms)
-                    .map(|_| StatementResult::Done),
-                Statement::RemoveNode { host, port } => self
-                    .sim
-                    .remove_node(host, *port)
-                    .map(|_| StatementResult::Done),
-            };
-            r.unwrap_or_else(|e| {
-                if self.sim.in_transaction() {
-                    self.sim.rollback();
-                }
-                StatementResult::Failed(StatementError::new(e.to_string()))
-            })
+            crate::sim_exec::execute(&mut self.sim, stmt)
         }
 
         /// One loop turn at `now`: the statements sent, in order.

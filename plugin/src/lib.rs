@@ -13,6 +13,8 @@ pub mod group;
 pub mod gucs;
 pub mod handler;
 pub mod node;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim_exec;
 pub mod slots;
 pub mod statement;
 pub mod task_queue;

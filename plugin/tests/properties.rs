@@ -20,11 +20,11 @@
 
 use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};
 use citus_ha_policy::handler::METADATA_SYNC_WAIT_MS;
-use citus_ha_policy::node::{GroupId, NodeRole};
+use citus_ha_policy::node::GroupId;
 use citus_ha_policy::{
     CitusConfig, EventOutcome, Handler, Statement, StatementError, StatementResult,
 };
-use citus_sim::{CommitOutcome, Row, SimOptions, Simulator};
+use citus_sim::{Row, SimOptions, Simulator};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -259,28 +259,6 @@ fn kind(s: &Statement) -> Kind {
     }
 }
 
-fn sim_role(r: NodeRole) -> citus_sim::NodeRole {
-    match r {
-        NodeRole::Primary => citus_sim::NodeRole::Primary,
-        NodeRole::Secondary => citus_sim::NodeRole::Secondary,
-        NodeRole::Unavailable => citus_sim::NodeRole::Unavailable,
-    }
-}
-
-fn policy_row(r: &Row) -> citus_ha_policy::node::PgDistRow {
-    citus_ha_policy::node::PgDistRow {
-        nodeid: r.nodeid,
-        groupid: r.groupid,
-        nodename: r.nodename.clone(),
-        nodeport: r.nodeport,
-        noderole: match r.noderole {
-            citus_sim::NodeRole::Primary => NodeRole::Primary,
-            citus_sim::NodeRole::Secondary => NodeRole::Secondary,
-            citus_sim::NodeRole::Unavailable => NodeRole::Unavailable,
-        },
-    }
-}
-
 struct Host {
     h: Handler,
     sim: Simulator,
@@ -333,57 +311,8 @@ impl Host {
             };
             return (StatementResult::Failed(e), true);
         }
-        let r = match stmt {
-            Statement::LoadMetadata => self
-                .sim
-                .load()
-                .map(|rows| StatementResult::Metadata(rows.iter().map(policy_row).collect())),
-            Statement::Begin => self.sim.begin().map(|_| StatementResult::Done),
-            Statement::Commit => self.sim.commit().map(|o| match o {
-                CommitOutcome::Committed => StatementResult::Done,
-                CommitOutcome::RolledBack => StatementResult::RolledBack,
-            }),
-            Statement::Rollback => {
-                self.sim.rollback();
-                Ok(StatementResult::Done)
-            }
-            Statement::AddNode {
-                host,
-                port,
-                groupid,
-                role,
-            } => self
-                .sim
-                .add_node(host, *port, *groupid, sim_role(*role))
-                .map(StatementResult::Added),
-            Statement::UpdateNode {
-                nodeid,
-                host,
-                port,
-                force,
-                cooldown_ms,
-            } => self
-                .sim
-                .update_node(*nodeid, host, *port, *force, *cooldown_ms)
-                .map(|_| StatementResult::Done),
-            Statement::RemoveNode { host, port } => self
-                .sim
-                .remove_node(host, *port)
-                .map(|_| StatementResult::Done),
-        };
-        match r {
-            Ok(r) => (r, false),
-            Err(e) => {
-                // As the real host: a failed statement's transaction is discarded at once.
-                if self.sim.in_transaction() {
-                    self.sim.rollback();
-                }
-                (
-                    StatementResult::Failed(StatementError::new(e.to_string())),
-                    false,
-                )
-            }
-        }
+        let r = citus_ha_policy::sim_exec::execute(&mut self.sim, stmt);
+        (r, false)
     }
 
     /// One loop turn: statements until the policy has none, checking (a) and (b).
