@@ -26,7 +26,9 @@ pub fn engine(call_timeout_ms: u64) -> PolicyEngine {
             call_timeout: Duration::from_millis(call_timeout_ms),
             max_memory_bytes: 64 << 20,
         },
-        None,
+        // Compiling a component in a debug build takes seconds; the artifact cache is keyed by
+        // the component's hash and the engine's settings, so sharing it is safe.
+        Some(citus_ha::guest_variants::workspace_dir().join("target/wasm-cache")),
     )
     .unwrap()
 }
