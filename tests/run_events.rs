@@ -210,6 +210,7 @@ fn check_config(path: &std::path::Path) -> (i32, String) {
 
 #[test]
 fn run_check_config_names_every_problem() {
+    warm_embedded_policy();
     let dir = tempfile::tempdir().unwrap();
     let dcs = dir.path().join("dcs.json");
     std::fs::write(&dcs, initial_cluster().to_string()).unwrap();
@@ -376,6 +377,7 @@ fn run_https_when_certfile_and_keyfile_are_set() {
         eprintln!("openssl is not available: cannot make a certificate, skipping the HTTPS test");
         return;
     }
+    warm_embedded_policy();
     let der = {
         use rustls::pki_types::pem::PemObject;
         rustls::pki_types::CertificateDer::from_pem_file(&cert)

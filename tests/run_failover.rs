@@ -149,3 +149,40 @@ async fn run_coordinator_failover_moves_the_work_to_the_new_leader() {
         .iter()
         .all(|s| coord1_pids.contains(&s.0) || s.1 != "idle in transaction"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_dcs_change_noticed_between_heartbeats_despite_busy_api() {
+    let env = Env::start().await;
+    let port = free_port();
+    // Heartbeats are 60 s apart: only the DCS file watch can notice the change in time.
+    let agent = Agent::start(
+        &env.config("coord1", "10.0.0.1:5432", port, "loop_wait: 60\n"),
+        port,
+    )
+    .await;
+    agent.wait_leader(true).await;
+    env.wait_registered().await;
+    env.write_dcs(&cluster(
+        "coord1",
+        group("w1b", vec![member("w1b", "10.0.1.2", "primary")]),
+        g2_led_by_w2a(),
+    ));
+    // A monitor polling /status every 20 ms must not starve the watch.
+    let started = tokio::time::Instant::now();
+    loop {
+        let _ = agent.status().await;
+        if env.primary(1).await.unwrap().1 == "10.0.1.2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the DCS change was not noticed within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        agent.status().await["heartbeats"],
+        2,
+        "the initial heartbeat and the one for the change"
+    );
+}

@@ -234,6 +234,7 @@ async fn run_policy_reload_over_http_mid_switchover() {
         .unwrap()
         .expect("build the 0.1.0 policy");
     let env = Env::start().await;
+    warm_policy_cache(std::fs::read(&v01).unwrap()).await;
     let port = free_port();
     let config = env.config(
         "coord1",
@@ -338,6 +339,9 @@ async fn run_policy_reload_on_sighup_and_file_change_mid_switchover() {
     env.wait_registered().await;
     let old_primary = env.primary(1).await.unwrap().0;
     let first = agent.get("/policy").await;
+    // Compiled before the pause, so the swap below only loads it.
+    let variant = variant_of_embedded("sighup-test");
+    warm_policy_cache(variant.clone()).await;
     assert_eq!(
         first["running"]["source"],
         json!(policy.display().to_string()),
@@ -364,7 +368,6 @@ async fn run_policy_reload_on_sighup_and_file_change_mid_switchover() {
     );
 
     // A new file at policy.path is noticed and swapped in too.
-    let variant = variant_of_embedded("sighup-test");
     let tmp = env.dir.path().join("policy.wasm.tmp");
     std::fs::write(&tmp, &variant).unwrap();
     std::fs::rename(&tmp, &policy).unwrap();

@@ -59,7 +59,9 @@ pub const SSLMODES: &[&str] = &[
 /// One thing wrong with a config: where (a dotted field path) and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// Dotted field path (`restapi.authentication.password`); empty for the whole file.
     pub path: String,
+    /// What is wrong, in words an operator can act on.
     pub message: String,
 }
 
@@ -77,12 +79,17 @@ impl fmt::Display for Problem {
 /// usable value; the `citus` section is still as written, for the policy to validate.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This member's name in the DCS: the agent acts only while the coordinator group's
+    /// leader key says this name.
     pub name: String,
     /// The `citus` section as JSON, exactly as written: the policy component owns its meaning.
     pub citus: serde_json::Value,
     pub postgresql: Postgresql,
     pub restapi: RestApi,
+    /// Time between heartbeats (Patroni's `loop_wait`).
     pub loop_wait: Duration,
+    /// Patroni's `ttl` and `retry_timeout`: workers send them with their events (as `timeout`
+    /// and `cooldown`); kept here so a Patroni config section can be reused, and for tools.
     pub ttl: Duration,
     pub retry_timeout: Duration,
     /// The DCS snapshot file (CLUSTER shape of shared/scenario-format.md).
@@ -100,16 +107,21 @@ pub struct Postgresql {
     pub port: u16,
     /// `conn_url` when the operator gave one (published as the member's URL as it is).
     pub conn_url: Option<String>,
+    /// The member's default database (part of its published URL; bootstrap connects to it).
     pub database: String,
     pub superuser: Superuser,
+    /// libpq's sslmode for connections to this member (see [`SSLMODES`]).
     pub sslmode: Option<String>,
 }
 
-/// `postgresql.authentication.superuser`.
+/// `postgresql.authentication.superuser`: who the metadata session logs in as (default user
+/// `postgres`), and the credentials bootstrap stores in pg_dist_authinfo.
 #[derive(Clone, Debug, Default)]
 pub struct Superuser {
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Client certificate and key (bootstrap hands them to Citus; the metadata session's own
+    /// connection does not present them).
     pub sslcert: Option<PathBuf>,
     pub sslkey: Option<PathBuf>,
 }
@@ -117,6 +129,7 @@ pub struct Superuser {
 /// `restapi`: where worker events arrive.
 #[derive(Clone, Debug)]
 pub struct RestApi {
+    /// Address the REST API binds (Patroni's default 127.0.0.1:8008).
     pub listen: SocketAddr,
     /// Basic-auth credentials every POST must carry.
     pub auth: Option<(String, String)>,
@@ -129,8 +142,11 @@ pub struct RestApi {
 pub struct PolicySettings {
     /// None: the build embedded in this binary.
     pub path: Option<PathBuf>,
+    /// Longest a single policy call may run before it is stopped (a trap).
     pub call_timeout: Duration,
+    /// Most linear memory the policy may grow to.
     pub max_memory_bytes: usize,
+    /// Where compiled components are cached, so restarts and swaps skip compiling.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -149,6 +165,7 @@ impl Default for PolicySettings {
 /// when other fields have problems, so that one run of check-config shows everything.
 #[derive(Clone, Debug, Default)]
 pub struct Files {
+    /// Each field is the resolved path from the field of the same name in [`Config`].
     pub dcs_file: Option<PathBuf>,
     pub policy_path: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
@@ -215,10 +232,12 @@ impl Files {
 pub struct Parsed {
     /// Set when the document itself has no problem.
     pub config: Option<Config>,
+    /// Every problem of the document itself.
     pub problems: Vec<Problem>,
     pub files: Files,
     /// The `citus` section, if present, for the policy to validate.
     pub citus: Option<serde_json::Value>,
+    /// The policy settings, if they could be read (for the engine that validates `citus`).
     pub policy: Option<PolicySettings>,
 }
 
@@ -261,6 +280,7 @@ pub fn validate_citus(
 }
 
 impl PolicySettings {
+    /// The sandbox bounds the policy engine enforces on every instance.
     pub fn limits(&self) -> PolicyLimits {
         PolicyLimits {
             call_timeout: self.call_timeout,
@@ -485,12 +505,13 @@ pub fn check_config_command(path: &Path) -> std::process::ExitCode {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "embedded".into());
             println!(
-                "{}: OK: member {} ({}:{}), citus {}, REST API on {}{}, DCS file {}, policy {}, heartbeat every {:?}",
+                "{}: OK: member {} ({}:{}), citus group {} database {}, REST API on {}{}, DCS file {}, policy {}, heartbeat every {:?}",
                 path.display(),
                 c.name,
                 c.postgresql.host,
                 c.postgresql.port,
-                c.citus,
+                c.citus["group"],
+                c.citus["database"].as_str().unwrap_or("?"),
                 if c.restapi.tls.is_some() { "https://" } else { "http://" },
                 c.restapi.listen,
                 c.dcs_file.display(),
@@ -514,8 +535,9 @@ pub fn check_config_command(path: &Path) -> std::process::ExitCode {
     }
 }
 
-/// tokio-postgres knows disable, prefer and require; libpq's others map to the nearest one
-/// (its TLS always verifies the server, so verify-* lose nothing).
+/// tokio-postgres knows disable, prefer and require; libpq's others map to the nearest one.
+/// verify-ca/verify-full become require: the metadata session then verifies the server only
+/// when PGSSLROOTCERT names a CA file (see session/pg.rs).
 fn tokio_postgres_sslmode(m: &str) -> &'static str {
     match m {
         "disable" => "disable",

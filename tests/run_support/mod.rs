@@ -17,6 +17,35 @@ pub fn policy_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("run-policy-cache")
 }
 
+/// Compiles `bytes` into [`policy_cache`] unless it is there already, so that the agents
+/// (and their swaps) load it from the cache instead of each compiling it, slowly, in a debug
+/// build and all at once. Returns how long it took.
+pub fn warm_policy_cache_blocking(bytes: &[u8]) -> Duration {
+    let started = std::time::Instant::now();
+    let engine = citus_ha::policy::PolicyEngine::new(
+        citus_ha::policy::PolicyLimits::default(),
+        Some(policy_cache()),
+    )
+    .expect("policy engine");
+    engine.load(bytes, "warm-up").expect("the policy loads");
+    started.elapsed()
+}
+
+/// [`warm_policy_cache_blocking`] off the async workers.
+pub async fn warm_policy_cache(bytes: Vec<u8>) -> Duration {
+    tokio::task::spawn_blocking(move || warm_policy_cache_blocking(&bytes))
+        .await
+        .unwrap()
+}
+
+/// The embedded build, compiled once per test process (the other tests wait for it).
+pub fn warm_embedded_policy() {
+    static WARM: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    WARM.get_or_init(|| {
+        warm_policy_cache_blocking(citus_ha::EMBEDDED_POLICY);
+    });
+}
+
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -98,6 +127,9 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
+        tokio::task::spawn_blocking(warm_embedded_policy)
+            .await
+            .unwrap();
         let pg = PgServer::start().expect("start PostgreSQL");
         pg.create_citus_database("citus")
             .await
@@ -127,21 +159,23 @@ impl Env {
     }
 
     /// A config for member `name` published at `address`, whose metadata session goes to this
-    /// server. `extra` YAML is appended; a `restapi:` or `policy:` section in it replaces the
-    /// default one.
+    /// server. `extra` YAML is appended; a `loop_wait:`, `restapi:` or `policy:` in it replaces
+    /// the default (loop_wait 1 s).
     pub fn config(&self, name: &str, address: &str, port: u16, extra: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.yaml"));
         let mut text = format!(
             "name: {name}\n\
              citus: {{group: 0, database: citus}}\n\
              postgresql: {{connect_address: '{address}'}}\n\
-             loop_wait: 1\n\
              ttl: 30\n\
              dcs: {{file: {}}}\n\
              coordinator: {{url: '{}'}}\n",
             self.dcs.display(),
             self.pg.url("citus"),
         );
+        if !extra.contains("loop_wait:") {
+            text.push_str("loop_wait: 1\n");
+        }
         if !extra.contains("restapi:") {
             text.push_str(&format!("restapi: {{listen: '127.0.0.1:{port}'}}\n"));
         }

@@ -10,6 +10,10 @@ pub struct FileSource {
     path: PathBuf,
     seen: Option<(SystemTime, u64)>,
     poll: Duration,
+    /// When `changed` looks next. Kept here, not in the future, so that a caller who drops
+    /// and re-creates the future (a `select!` loop with busier branches) still gets a look
+    /// every `poll` instead of a timer that restarts forever.
+    next_look: Option<tokio::time::Instant>,
 }
 
 impl FileSource {
@@ -18,6 +22,7 @@ impl FileSource {
             path: path.into(),
             seen: None,
             poll: Duration::from_millis(250),
+            next_look: None,
         }
     }
 
@@ -48,7 +53,11 @@ impl DcsSource for FileSource {
 
     async fn changed(&mut self) {
         loop {
-            tokio::time::sleep(self.poll).await;
+            let at = *self
+                .next_look
+                .get_or_insert_with(|| tokio::time::Instant::now() + self.poll);
+            tokio::time::sleep_until(at).await;
+            self.next_look = Some(tokio::time::Instant::now() + self.poll);
             if self.stamp() != self.seen {
                 return;
             }

@@ -45,8 +45,11 @@ pub const EXAMPLE_DCS: &str = include_str!("../../examples/dcs.yaml");
 /// built-in defaults.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// This member's DCS name (leadership is decided by it).
     pub name: String,
+    /// Heartbeat period.
     pub loop_wait: Duration,
+    /// REST API address, basic-auth credentials for POSTs, and TLS certificate/key files.
     pub listen: SocketAddr,
     pub auth: Option<(String, String)>,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -102,10 +105,15 @@ pub(crate) enum Completion {
 /// A policy build as `GET /policy` reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyInfo {
+    /// What the build says it is (`policy-version`); None if it could not be asked.
     pub version: Option<String>,
+    /// The WIT contract version it was built against.
     pub contract: String,
+    /// Identifies the exact bytes running, whatever their file name.
     pub sha256: String,
+    /// Where it came from: a path, `embedded`, or the reload request.
     pub source: String,
+    /// When this host loaded it (UTC, RFC 3339) and the same in ms since the epoch.
     pub loaded_at: String,
     pub loaded_at_unix_ms: u64,
 }
@@ -114,7 +122,9 @@ pub struct PolicyInfo {
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyReport {
     pub running: Option<PolicyInfo>,
+    /// The build the last swap (or trap fallback) replaced: what a rollback would go back to.
     pub previous: Option<PolicyInfo>,
+    /// Successful swaps and refused candidates since start.
     pub swaps: u64,
     pub refused_swaps: u64,
 }
@@ -122,6 +132,7 @@ pub struct PolicyReport {
 /// The answer to a successful swap.
 #[derive(Clone, Debug, Serialize)]
 pub struct SwapReport {
+    /// The build that ran before and the one that runs now.
     pub from: Option<PolicyInfo>,
     pub to: Option<PolicyInfo>,
 }
@@ -130,19 +141,25 @@ pub struct SwapReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
     pub name: String,
+    /// Whether this node acts on pg_dist_node now.
     pub leader: bool,
     /// The coordinator group's leader according to the last DCS view.
     pub dcs_leader: Option<String>,
+    /// Why the last DCS read failed (the last good view is kept meanwhile).
     pub dcs_error: Option<String>,
     /// Successful reads of the DCS view (leader or not).
     pub dcs_reads: u64,
     /// Heartbeats handed to the policy (only while leading).
     pub heartbeats: u64,
+    /// Metadata turns run, statements sent to the coordinator and how many failed.
     pub turns: u64,
     pub statements: u64,
     pub failed_statements: u64,
+    /// Policy calls that trapped (each replaced the instance).
     pub traps: u64,
+    /// before_demote requests still waiting for their pause.
     pub waiting_events: usize,
+    /// The service clock (the `now` every policy call gets).
     pub uptime_ms: u64,
     pub policy: Option<PolicyInfo>,
     /// The policy's own counters (None for contract 0.1.0, which has none).
@@ -156,14 +173,17 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock whose zero is now.
     pub fn start() -> Self {
         Self {
             start: tokio::time::Instant::now(),
         }
     }
+    /// Milliseconds since the start: the `now` of every policy call.
     pub fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
+    /// The instant of a policy time (its deadlines), to sleep until.
     pub fn instant(&self, ms: u64) -> tokio::time::Instant {
         self.start + Duration::from_millis(ms)
     }
