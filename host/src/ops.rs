@@ -92,7 +92,9 @@ async fn connect(conninfo: &str) -> anyhow::Result<tokio_postgres::Client> {
 
 /// Runs the policy's bootstrap plan for the node `config` describes. Every value is a bound
 /// parameter; the database name is quoted by the server (`format('%I')`).
-pub async fn bootstrap(config: &Config) -> anyhow::Result<Vec<String>> {
+/// Each finished step is reported through `done` as it completes, so a failure part-way still
+/// shows what was already in place.
+pub async fn bootstrap(config: &Config, done: &mut dyn FnMut(String)) -> anyhow::Result<()> {
     let engine = engine()?;
     let (loaded, citus) = config.load_policy(&engine).map_err(|ps| {
         anyhow::anyhow!(
@@ -114,7 +116,6 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<Vec<String>> {
     let steps = p
         .bootstrap_plan(&citus, &config.postgresql.database, &auth, Some(&url))?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut done = Vec::new();
     let default_db = connect(&config.coordinator_conninfo(&config.postgresql.database)).await?;
     let citus_db_info = config.coordinator_conninfo(&citus.database);
     let mut citus_db: Option<tokio_postgres::Client> = None;
@@ -126,12 +127,12 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<Vec<String>> {
                     .await?
                     .get(0);
                 match default_db.batch_execute(&sql).await {
-                    Ok(()) => done.push(format!("created database {name}")),
+                    Ok(()) => done(format!("created database {name}")),
                     Err(e)
                         if e.code()
                             == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) =>
                     {
-                        done.push(format!("database {name} exists"))
+                        done(format!("database {name} exists"))
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -151,11 +152,11 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<Vec<String>> {
                     .await?
                     .get(0);
                 if emulated {
-                    done.push("citus functions present without the extension (emulation): CREATE EXTENSION skipped".into());
+                    done("citus functions present without the extension (emulation): CREATE EXTENSION skipped".into());
                 } else {
                     c.batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
                         .await?;
-                    done.push("extension citus ready".into());
+                    done("extension citus ready".into());
                 }
             }
             BootstrapStep::InsertAuthinfo(info) => {
@@ -163,9 +164,20 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<Vec<String>> {
                     Some(c) => c,
                     None => citus_db.insert(connect(&citus_db_info).await?),
                 };
-                c.execute("INSERT INTO pg_catalog.pg_dist_authinfo VALUES (0, pg_catalog.current_user(), $1::text)", &[&info])
+                // Update the row if a previous bootstrap wrote one, so running it again is safe
+                // and a changed password takes effect.
+                let updated = c
+                    .execute(
+                        "UPDATE pg_catalog.pg_dist_authinfo SET authinfo = $1::text \
+                         WHERE nodeid = 0 AND rolename = pg_catalog.current_user()",
+                        &[&info],
+                    )
                     .await?;
-                done.push("pg_dist_authinfo row for the superuser".into());
+                if updated == 0 {
+                    c.execute("INSERT INTO pg_catalog.pg_dist_authinfo VALUES (0, pg_catalog.current_user(), $1::text)", &[&info])
+                        .await?;
+                }
+                done("pg_dist_authinfo row for the superuser".into());
             }
             BootstrapStep::SetCoordinatorHost(addr) => {
                 let c = match &citus_db {
@@ -174,11 +186,11 @@ pub async fn bootstrap(config: &Config) -> anyhow::Result<Vec<String>> {
                 };
                 c.execute("SELECT pg_catalog.citus_set_coordinator_host($1::text, $2::int, 'primary', 'default')", &[&addr.host, &addr.port])
                     .await?;
-                done.push(format!("coordinator registered as {addr}"));
+                done(format!("coordinator registered as {addr}"));
             }
         }
     }
-    Ok(done)
+    Ok(())
 }
 
 pub async fn bootstrap_command(path: &Path) -> std::process::ExitCode {
@@ -189,13 +201,8 @@ pub async fn bootstrap_command(path: &Path) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match bootstrap(&config).await {
-        Ok(done) => {
-            for d in done {
-                println!("{d}");
-            }
-            std::process::ExitCode::SUCCESS
-        }
+    match bootstrap(&config, &mut |step| println!("{step}")).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("citus-ha bootstrap: {e:#}");
             std::process::ExitCode::from(1)
