@@ -156,7 +156,10 @@ mod view_abi {
     /// members in one list, the groups in another), whatever the view's size.
     pub(super) fn with_view<T>(v: &ClusterView, f: impl FnOnce(&ClusterViewRef<'_>) -> T) -> T {
         let count = v.coordinator.members.len()
-            + v.workers.iter().map(|(_, g)| g.members.len()).sum::<usize>();
+            + v.workers
+                .iter()
+                .map(|(_, g)| g.members.len())
+                .sum::<usize>();
         let mut all: Vec<MemberRef<'_>> = Vec::with_capacity(count);
         all.extend(v.coordinator.members.iter().map(member));
         for (_, g) in &v.workers {
@@ -170,7 +173,13 @@ mod view_abi {
                 let from = at;
                 at += g.members.len();
                 let members = &all[from..at];
-                (*id, GroupViewRef { leader: g.leader.as_deref(), members })
+                (
+                    *id,
+                    GroupViewRef {
+                        leader: g.leader.as_deref(),
+                        members,
+                    },
+                )
             })
             .collect();
         let view = ClusterViewRef {
@@ -191,7 +200,10 @@ type HeartbeatParams<'a> = (ResourceAny, u64, &'a ClusterViewRef<'a>);
 type EventParams<'a> = (ResourceAny, u64, &'a ClusterViewRef<'a>, &'a str);
 
 /// Where the two calls that take a view are among a component's exports.
-fn view_exports(component: &Component, iface: &str) -> R<(ComponentExportIndex, ComponentExportIndex)> {
+fn view_exports(
+    component: &Component,
+    iface: &str,
+) -> R<(ComponentExportIndex, ComponentExportIndex)> {
     let missing = |what: &str| wasmtime::format_err!("the component does not export {what}");
     let (_, i) = component
         .get_export(None, iface)
@@ -216,10 +228,10 @@ macro_rules! contract {
                 path: $path,
                 world: "policy-component",
             });
-            use citus_ha::policy::types as t;
-            use exports::citus_ha::policy::policy as p;
+            use self::citus_ha::policy::types as t;
+            use self::exports::citus_ha::policy::policy as p;
 
-            impl citus_ha::policy::host::Host for HostState {
+            impl self::citus_ha::policy::host::Host for HostState {
                 fn log(&mut self, level: t::Level, message: String) {
                     let level = match level {
                         t::Level::Debug => citus_ha_policy::handler::Level::Debug,
@@ -476,8 +488,17 @@ macro_rules! contract {
     }};
 }
 
-contract!(since_v0_1_0, "../wit/since_v0.1.0", "citus-ha:policy/policy@0.1.0",);
-contract!(since_v0_2_0, "../wit/since_v0.2.0", "citus-ha:policy/policy@0.2.0", metrics);
+contract!(
+    since_v0_1_0,
+    "../wit/since_v0.1.0",
+    "citus-ha:policy/policy@0.1.0",
+);
+contract!(
+    since_v0_2_0,
+    "../wit/since_v0.2.0",
+    "citus-ha:policy/policy@0.2.0",
+    metrics
+);
 
 /// Contract versions this host runs, newest first: (export name, linker).
 pub(crate) type LinkFn = fn(&mut Linker<HostState>, &Component) -> R<Box<dyn ContractPre>>;
