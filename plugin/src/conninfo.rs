@@ -67,10 +67,16 @@ fn check_host(host: String, port: i32, source: &str) -> Result<Address, ConnErro
 }
 
 fn parse_port(p: &str) -> Option<i32> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    let n: i32 = p.parse().ok()?;
+    let mut n: i32 = 0;
+    for b in p.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i32::from(b - b'0');
+    }
     (1..=65535).contains(&n).then_some(n)
 }
 
@@ -78,30 +84,118 @@ fn parse_port(p: &str) -> Option<i32> {
 /// dashes (the common case on every heartbeat) without building a full URL; anything else goes
 /// to the `url` crate.
 fn fast_path(text: &str) -> Option<Address> {
-    let rest = text
-        .strip_prefix("postgres://")
-        .or_else(|| text.strip_prefix("postgresql://"))?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, parse_port(p)?),
-        None => (authority, DEFAULT_PORT),
+    let (host, port, upper) = scan_plain(text)?;
+    let host = if upper {
+        host.to_ascii_lowercase()
+    } else {
+        host.to_owned()
     };
-    let plain = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
-    if !plain || host.starts_with('.') {
+    Some(Address { host, port })
+}
+
+/// The address of a URL in the plain form `fast_path` takes whose host is already lower case,
+/// borrowed from the URL: exactly what `parse_conn_url` returns for it, without allocating.
+/// None for any other URL (which may still parse: ask `parse_conn_url`).
+pub fn plain_address(text: &str) -> Option<(&str, i32)> {
+    match scan_plain(text)? {
+        (host, port, false) => Some((host, port)),
+        _ => None,
+    }
+}
+
+const DIGIT: u8 = 1;
+const DOT: u8 = 2;
+const LOWER: u8 = 4;
+const UPPER: u8 = 8;
+const DASH: u8 = 16;
+const COLON: u8 = 32;
+const END: u8 = 64;
+
+/// What each byte can be in `scheme://host[:port]` (0: nothing a plain host or port holds).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b'0'..=b'9' => DIGIT,
+            b'.' => DOT,
+            b'a'..=b'z' => LOWER,
+            b'A'..=b'Z' => UPPER,
+            b'-' | b'_' => DASH,
+            b':' => COLON,
+            b'/' | b'?' | b'#' => END,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// One pass over the bytes (it runs for every member on every heartbeat, also inside the Wasm
+/// sandbox, where byte loops and `memcmp` calls cost more than natively): the host, the port
+/// and whether the host has upper-case letters. None when the URL is not in the plain form:
+/// another scheme, more than one colon, a user, a bracketed or non-ASCII host, a bad port.
+fn scan_plain(text: &str) -> Option<(&str, i32, bool)> {
+    let b = text.as_bytes();
+    if b.len() < 11
+        || u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+            != u64::from_le_bytes(*b"postgres")
+    {
+        return None;
+    }
+    let start = if (b[8], b[9], b[10]) == (b':', b'/', b'/') {
+        11
+    } else if b.len() >= 13 && (b[8], b[9], b[10], b[11], b[12]) == (b'q', b'l', b':', b'/', b'/') {
+        13
+    } else {
+        return None;
+    };
+    let (mut colon, mut numeric, mut dots, mut upper) = (None, true, 0, false);
+    let (mut port, mut port_digits) = (0i32, 0);
+    let mut end = b.len();
+    for (i, &c) in b.iter().enumerate().skip(start) {
+        let k = CLASS[c as usize];
+        if k & END != 0 {
+            end = i;
+            break;
+        }
+        if k & COLON != 0 {
+            if colon.is_some() {
+                return None;
+            }
+            colon = Some(i);
+        } else if colon.is_none() {
+            match k {
+                DIGIT => {}
+                DOT => dots += 1,
+                LOWER | DASH => numeric = false,
+                UPPER => (numeric, upper) = (false, true),
+                _ => return None,
+            }
+        } else {
+            if k != DIGIT || port_digits == 5 {
+                return None;
+            }
+            port = port * 10 + i32::from(c - b'0');
+            port_digits += 1;
+        }
+    }
+    // Every split point is an ASCII byte, hence a char boundary.
+    let host = &text[start..colon.unwrap_or(end)];
+    let port = match colon {
+        Some(_) if port_digits == 0 || !(1..=65535).contains(&port) => return None,
+        Some(_) => port,
+        None => DEFAULT_PORT,
+    };
+    if host.is_empty() || host.starts_with('.') {
         return None;
     }
     // Dotted-decimal is left to the url crate when it could be a non-canonical IPv4 form.
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.split('.').count() != 4 {
+    if numeric && dots != 3 {
         return None;
     }
-    Some(Address {
-        host: host.to_ascii_lowercase(),
-        port,
-    })
+    Some((host, port, upper))
 }
 
 #[cfg(test)]
@@ -159,6 +253,79 @@ mod tests {
         ));
         assert!(parse_conn_url("").is_err());
         assert!(parse_conn_url("postgres://[::1/x").is_err());
+    }
+
+    /// The fast path as first written (split iterators), kept as the oracle of the one-pass scan.
+    fn fast_path_reference(text: &str) -> Option<Address> {
+        let rest = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, parse_port(p)?),
+            None => (authority, DEFAULT_PORT),
+        };
+        let plain = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        if !plain || host.starts_with('.') {
+            return None;
+        }
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.split('.').count() != 4 {
+            return None;
+        }
+        Some(Address {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_scan_agrees_with_the_reference(
+            scheme in proptest::sample::select(vec!["postgres://", "postgresql://", "postgres:/", "http://", ""]),
+            rest in "[a-zA-Z0-9.:_@/?#\\[\\]%-]{0,24}",
+        ) {
+            let url = format!("{scheme}{rest}");
+            proptest::prop_assert_eq!(fast_path(&url), fast_path_reference(&url), "{}", url);
+        }
+
+        #[test]
+        fn one_pass_scan_agrees_on_addresses_and_ports(
+            host in "[0-9.]{0,12}|[a-zA-Z0-9.-]{1,10}",
+            port in "(:[0-9]{0,6})?",
+            tail in "(/[a-z]*)?(\\?[a-z=]*)?",
+        ) {
+            for scheme in ["postgres://", "postgresql://"] {
+                let url = format!("{scheme}{host}{port}{tail}");
+                proptest::prop_assert_eq!(fast_path(&url), fast_path_reference(&url), "{}", url);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_address_is_parse_conn_url_without_allocating() {
+        for url in [
+            "postgres://10.0.0.1:5433/postgres",
+            "postgresql://db-1.example:6432/x?sslmode=require",
+            "postgres://db1",
+            "postgres://Host.Example:5432/db",
+            "postgres://u:p@h:5432/db",
+            "postgres://[::1]:5434/x",
+            "postgres://1.2.3:5432/x",
+            "postgres://h:0/x",
+            "http://x/",
+        ] {
+            match plain_address(url) {
+                Some((host, port)) => {
+                    assert_eq!(parse_conn_url(url), Ok(addr(host, port)), "{url}")
+                }
+                // Only the plain, lower-case form is taken; the rest is parse_conn_url's.
+                None => assert!(!url.starts_with("postgres://db1"), "{url}"),
+            }
+        }
     }
 
     #[test]

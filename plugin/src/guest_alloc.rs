@@ -84,7 +84,8 @@ impl Pools {
         let size = CLASSES[c];
         if (self.end as usize) - (self.next as usize) < size {
             // SAFETY: a valid, non-zero layout.
-            let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_ALIGN)) };
+            let chunk =
+                unsafe { System.alloc(Layout::from_size_align_unchecked(CHUNK, MAX_ALIGN)) };
             if chunk.is_null() {
                 return chunk;
             }

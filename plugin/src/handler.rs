@@ -187,6 +187,16 @@ impl Handler {
         struct Header {
             format: u32,
         }
+        // One parse in the usual case (a policy swap hands over the state of every group);
+        // the header is read on its own only to explain a failure or a newer format.
+        let parsed = serde_json::from_slice::<Exported>(bytes);
+        if let Ok(exported) = parsed.as_ref() {
+            if exported.format <= STATE_FORMAT {
+                return parsed
+                    .map(|e| e.handler)
+                    .map_err(|e| format!("state does not parse: {e}"));
+            }
+        }
         let header: Header = serde_json::from_slice(bytes)
             .map_err(|e| format!("state is not a citus-ha export: {e}"))?;
         if header.format > STATE_FORMAT {
@@ -195,9 +205,9 @@ impl Handler {
                 header.format
             ));
         }
-        let exported: Exported =
-            serde_json::from_slice(bytes).map_err(|e| format!("state does not parse: {e}"))?;
-        Ok(exported.handler)
+        parsed
+            .map(|e| e.handler)
+            .map_err(|e| format!("state does not parse: {e}"))
     }
 
     // ----- inputs ---------------------------------------------------------------------
@@ -235,6 +245,11 @@ impl Handler {
                 continue;
             };
             if !(leader.has_conn() && leader.is_primary_role() && leader.is_running()) {
+                continue;
+            }
+            if self.heartbeat_matches_cache(*groupid, worker, leader) {
+                // What building the task and dropping it in `add_task` would have left behind.
+                self.next_task_id += 1;
                 continue;
             }
             let Some(primary) = self.primary_from_member(*groupid, leader, EventKind::AfterPromote)
@@ -570,6 +585,74 @@ impl Handler {
                 None
             }
         }
+    }
+
+    /// The steady state of the heartbeat, decided without building the task: true only when
+    /// the group's desired topology is exactly its cached one and nothing is queued or in flight
+    /// for it, i.e. when `build_task` + `add_task` would queue nothing. Any member whose address
+    /// is not in the plain form (or does not parse) sends the group down the full path, which
+    /// also reports it. Allocates nothing: this runs for every group on every heartbeat.
+    fn heartbeat_matches_cache<'v>(
+        &self,
+        g: GroupId,
+        view: &'v GroupView,
+        leader: &'v Member,
+    ) -> bool {
+        use crate::conninfo::plain_address;
+        if self.schedule_load
+            || self.queue.get(g).is_some()
+            || self.in_flight.as_ref().is_some_and(|f| f.groupid() == g)
+        {
+            return false;
+        }
+        let Some(cached) = self.cache.get(&g) else {
+            return false;
+        };
+        if cached.event != EventKind::AfterPromote {
+            return false;
+        }
+        let nodes = cached.group.nodes();
+        let (Some(url), None) = (leader.conn_url.as_deref(), leader.conn_kwargs.as_ref()) else {
+            return false;
+        };
+        let Some(primary) = plain_address(url) else {
+            return false;
+        };
+        // Desired nodes, checked one by one against the cached set (addresses are unique in
+        // it); a repeated address would be merged by the task's set semantics: full path.
+        let mut seen: [(&'v str, i32); 8] = [("", 0); 8];
+        let mut count = 0;
+        let mut wanted = |host: &'v str, port: i32, role: Role| -> bool {
+            if count == seen.len() || seen[..count].iter().any(|&(h, p)| h == host && p == port) {
+                return false;
+            }
+            let found = nodes
+                .iter()
+                .any(|n| n.addr.port == port && n.role == role && n.addr.host == host);
+            if found {
+                seen[count] = (host, port);
+                count += 1;
+            }
+            found
+        };
+        if !wanted(primary.0, primary.1, Role::Primary) {
+            return false;
+        }
+        for m in &view.members {
+            if m.name == leader.name || m.noloadbalance || !m.is_running() || !m.has_conn() {
+                continue;
+            }
+            let (Some(url), None) = (m.conn_url.as_deref(), m.conn_kwargs.as_ref()) else {
+                return false;
+            };
+            let Some((host, port)) = plain_address(url) else {
+                return false;
+            };
+            if !wanted(host, port, Role::Secondary) {
+                return false;
+            }
+        }
+        count == nodes.len()
     }
 
     /// The desired topology: the primary plus every running, reachable member that is not the

@@ -22,10 +22,10 @@ pub mod transition;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
-#[cfg(target_arch = "wasm32")]
-mod guest_alloc;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod faults;
+#[cfg(target_arch = "wasm32")]
+mod guest_alloc;
 
 pub use config::CitusConfig;
 pub use error::InvalidInput;

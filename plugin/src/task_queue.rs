@@ -17,12 +17,17 @@ pub struct Task {
     pub group: Group,
     pub event: EventKind,
     /// Set for tasks from worker events: how long their transaction may stay open (ms).
+    // Absent fields (the usual case) are left out of the exported state, which a policy swap
+    // serialises for every cached group; a missing field imports as None, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     pub cooldown_ms: i32,
     /// When an open transaction of this task must be rolled back (ms, host clock).
     pub deadline: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<Ticket>,
     /// Not to be picked before this time (Citus asked to wait for metadata sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<u64>,
 }
 
@@ -110,6 +115,23 @@ mod tests {
             ticket: None,
             not_before: None,
         }
+    }
+
+    #[test]
+    fn absent_options_are_left_out_and_read_back_as_none() {
+        let t = task(7, 2);
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(
+            !json.contains("ticket") && !json.contains("not_before"),
+            "{json}"
+        );
+        // Exports of earlier builds spell them out as null.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for k in ["timeout_ms", "ticket", "not_before"] {
+            old[k] = serde_json::Value::Null;
+        }
+        assert_eq!(serde_json::from_value::<Task>(old).unwrap(), t);
+        assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), t);
     }
 
     #[test]

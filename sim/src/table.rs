@@ -5,7 +5,9 @@
 //! rows, so undoing a change through the same mutators keeps the UNIQUE(nodename, nodeport)
 //! map consistent.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::{NodeRole, Row};
 
@@ -22,8 +24,8 @@ use crate::{NodeRole, Row};
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Table {
     rows: Vec<Row>,
-    by_addr: HashMap<(String, i32), i32>,
-    primaries_per_group: HashMap<i32, u32>,
+    by_addr: HashMap<(String, i32), i32, FastHash>,
+    primaries_per_group: HashMap<i32, u32, FastHash>,
     worker_primaries: BTreeSet<i32>,
 }
 
@@ -50,9 +52,7 @@ impl Table {
 
     /// The nodeid of the row at this address, if any.
     pub(crate) fn id_at(&self, host: &str, port: i32) -> Option<i32> {
-        // The lookup key needs an owned String; one small allocation per statement is far
-        // cheaper than any scan and keeps the index a plain HashMap.
-        self.by_addr.get(&(host.to_owned(), port)).copied()
+        self.by_addr.get(&(host, port) as &dyn AddrKey).copied()
     }
 
     fn index_of(&self, nodeid: i32) -> Result<usize, usize> {
@@ -93,7 +93,8 @@ impl Table {
     }
 
     fn unindex_row(&mut self, row: &Row) {
-        self.by_addr.remove(&(row.nodename.clone(), row.nodeport));
+        self.by_addr
+            .remove(&(row.nodename.as_str(), row.nodeport) as &dyn AddrKey);
         if row.noderole == NodeRole::Primary {
             if let Some(n) = self.primaries_per_group.get_mut(&row.groupid) {
                 *n = n.saturating_sub(1);
@@ -110,7 +111,7 @@ impl Table {
     pub(crate) fn insert(&mut self, row: Row) -> bool {
         if self
             .by_addr
-            .contains_key(&(row.nodename.clone(), row.nodeport))
+            .contains_key(&(row.nodename.as_str(), row.nodeport) as &dyn AddrKey)
         {
             return false;
         }
@@ -139,7 +140,10 @@ impl Table {
             Some(_) => None,
             None => {
                 let row = self.rows.get_mut(idx)?;
-                let old_key = (std::mem::replace(&mut row.nodename, host.to_owned()), row.nodeport);
+                let old_key = (
+                    std::mem::replace(&mut row.nodename, host.to_owned()),
+                    row.nodeport,
+                );
                 row.nodeport = port;
                 self.by_addr.remove(&old_key);
                 self.by_addr.insert((host.to_owned(), port), nodeid);
@@ -165,11 +169,12 @@ impl Table {
             self.rows
         );
         assert_eq!(self.by_addr.len(), self.rows.len(), "address index size");
-        let mut primaries: HashMap<i32, u32> = HashMap::new();
+        let mut primaries: HashMap<i32, u32, FastHash> = HashMap::default();
         let mut workers = BTreeSet::new();
         for r in &self.rows {
             assert_eq!(
-                self.by_addr.get(&(r.nodename.clone(), r.nodeport)),
+                self.by_addr
+                    .get(&(r.nodename.as_str(), r.nodeport) as &dyn AddrKey),
                 Some(&r.nodeid),
                 "address index disagrees for {r:?}"
             );
@@ -182,6 +187,108 @@ impl Table {
         }
         assert_eq!(primaries, self.primaries_per_group, "primary counts");
         assert_eq!(workers, self.worker_primaries, "worker primaries");
+    }
+}
+
+/// An address as a lookup key, owned (`(String, i32)`, stored in the index) or borrowed
+/// (`(&str, i32)`, what a statement brings), so a lookup allocates nothing. Both hash and
+/// compare exactly like `(String, i32)` does.
+trait AddrKey {
+    fn host(&self) -> &str;
+    fn port(&self) -> i32;
+}
+
+impl AddrKey for (String, i32) {
+    fn host(&self) -> &str {
+        &self.0
+    }
+    fn port(&self) -> i32 {
+        self.1
+    }
+}
+
+impl AddrKey for (&str, i32) {
+    fn host(&self) -> &str {
+        self.0
+    }
+    fn port(&self) -> i32 {
+        self.1
+    }
+}
+
+impl<'a> Borrow<dyn AddrKey + 'a> for (String, i32) {
+    fn borrow(&self) -> &(dyn AddrKey + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn AddrKey + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // What `(String, i32)`'s derived Hash feeds the hasher.
+        self.host().hash(state);
+        self.port().hash(state);
+    }
+}
+
+impl PartialEq for dyn AddrKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.port() == other.port() && self.host() == other.host()
+    }
+}
+
+impl Eq for dyn AddrKey + '_ {}
+
+/// FxHash (rustc's hasher): the indexes hold the simulator's own keys, so there is nothing to
+/// defend against and SipHash's cost is wasted on every statement.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+type FastHash = BuildHasherDefault<FxHasher>;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_i32(&mut self, i: i32) {
+        self.add(u64::from(i as u32));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -229,7 +336,10 @@ mod tests {
         assert!(!t.has_primary(3));
         assert_eq!(t.first_worker_primary().map(|r| r.nodeid), Some(3));
 
-        assert_eq!(t.set_address(3, "w1-demoted", 5432), Some(("w1".into(), 5432)));
+        assert_eq!(
+            t.set_address(3, "w1-demoted", 5432),
+            Some(("w1".into(), 5432))
+        );
         assert_eq!(t.set_address(4, "w2", 5432), None);
         assert_eq!(t.set_address(4, "w1s", 5432), Some(("w1s".into(), 5432))); // no-op
         assert_eq!(t.set_address(42, "zz", 1), None);

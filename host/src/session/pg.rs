@@ -60,7 +60,8 @@ impl PgSession {
                 tokio::time::sleep(self.backoff).await;
             }
             let connected = if self.tls {
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config().map_err(lost)?);
+                let tls =
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls_config().map_err(lost)?);
                 self.config.connect(tls).await.map(|(c, conn)| {
                     tokio::spawn(conn);
                     c
@@ -168,7 +169,8 @@ fn tls_config() -> Result<rustls::ClientConfig, String> {
         let pem = std::fs::read(&path).map_err(|e| format!("PGSSLROOTCERT: {e}"))?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer = cert.map_err(|e| format!("PGSSLROOTCERT: {e}"))?;
+            let cert: rustls::pki_types::CertificateDer =
+                cert.map_err(|e| format!("PGSSLROOTCERT: {e}"))?;
             roots.add(cert).map_err(|e| format!("PGSSLROOTCERT: {e}"))?;
         }
         return Ok(builder.with_root_certificates(roots).with_no_client_auth());
@@ -200,7 +202,12 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -208,7 +215,12 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

@@ -1,0 +1,77 @@
+//! `citus-ha bench --quick --json` runs without a database and prints one JSON object per
+//! line for every benchmark of issue 6 except `event_to_statement` (which needs --db).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+#[test]
+fn quick_bench_prints_every_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_citus-ha"))
+        .args(["bench", "--quick", "--json"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        lines.insert(v["bench"].as_str().expect("bench name").to_string(), v);
+    }
+    let mut expected = vec![
+        "call_overhead",
+        "validate_config",
+        "adjust_gucs",
+        "slot_filter_match",
+        "slot_filter_nomatch",
+        "transition_switchover_1_secondary",
+        "transition_50_secondaries_10_replaced",
+        "drain_1000",
+        "swap",
+        "cold_start",
+    ];
+    let heartbeats: Vec<String> = [10, 100, 1000, 10000]
+        .iter()
+        .flat_map(|n| {
+            [
+                format!("heartbeat_steady_{n}"),
+                format!("heartbeat_new_{n}"),
+            ]
+        })
+        .collect();
+    expected.extend(heartbeats.iter().map(String::as_str));
+    for name in expected {
+        let v = lines.get(name).unwrap_or_else(|| panic!("no {name} line"));
+        assert!(
+            v["wasm_ns"].as_f64().is_some_and(|t| t > 0.0),
+            "{name}: {v}"
+        );
+    }
+    for name in [
+        "drain_1000",
+        "heartbeat_steady_1000",
+        "heartbeat_new_1000",
+        "validate_config",
+    ] {
+        let v = &lines[name];
+        let (w, n, r) = (
+            v["wasm_ns"].as_f64().unwrap(),
+            v["native_ns"].as_f64().unwrap(),
+            v["ratio"].as_f64().unwrap(),
+        );
+        assert!(
+            (r - w / n).abs() / r < 0.02,
+            "{name}: ratio is wasm/native: {v}"
+        );
+    }
+    assert!(lines["guest_memory_10000"]["bytes"]
+        .as_u64()
+        .is_some_and(|b| b > 0));
+    assert!(lines["host_peak_rss"]["bytes"]
+        .as_u64()
+        .is_some_and(|b| b > 0));
+    assert!(!lines.contains_key("event_to_statement"), "needs --db");
+}
