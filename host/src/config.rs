@@ -405,11 +405,8 @@ impl Config {
         if let Some(m) = &pg.sslmode {
             pairs.push(("sslmode", tokio_postgres_sslmode(m).to_string()));
         }
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", quote_conninfo(v)))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        citus_ha_policy::bootstrap::format_dsn(&pairs)
     }
 
     /// Checks what the config points at: the DCS file parses, the policy and TLS files read.
@@ -552,20 +549,6 @@ fn url_host(h: &str) -> String {
     } else {
         h.to_string()
     }
-}
-
-/// A libpq key=value value, always quoted so that spaces and quotes survive.
-fn quote_conninfo(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('\'');
-    for c in v.chars() {
-        if c == '\'' || c == '\\' {
-            s.push('\\');
-        }
-        s.push(c);
-    }
-    s.push('\'');
-    s
 }
 
 /// serde_yaml appends "at line L column C" itself; we report the location once.
@@ -1093,7 +1076,7 @@ mod tests {
         assert_eq!(c.member_url(), "postgres://10.0.0.1:5432/postgres");
         assert_eq!(
             c.coordinator_conninfo("citus"),
-            "host='10.0.0.1' port='5432' dbname='citus' user='postgres'"
+            "host=10.0.0.1 port=5432 dbname=citus user=postgres"
         );
     }
 
@@ -1154,7 +1137,7 @@ mod tests {
         let ci = c.coordinator_conninfo("citus");
         assert_eq!(
             ci,
-            r"host='::1' port='6000' dbname='citus' user='admin' password='it\'s \\ x' sslmode='require'"
+            r"host=::1 port=6000 dbname=citus user=admin password='it\'s \\ x' sslmode=require"
         );
         let parsed: tokio_postgres::Config = ci.parse().unwrap();
         assert_eq!(parsed.get_password(), Some(&b"it's \\ x"[..]));
