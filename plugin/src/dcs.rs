@@ -33,6 +33,11 @@ impl Member {
     pub fn is_primary_role(&self) -> bool {
         matches!(self.role.as_deref(), Some("primary") | Some("master"))
     }
+    /// A read replica Citus should know about: running, reachable, not the group's leader and
+    /// not tagged noloadbalance.
+    pub fn is_eligible_secondary(&self, leader_name: &str) -> bool {
+        self.name != leader_name && !self.noloadbalance && self.is_running() && self.has_conn()
+    }
     pub fn address(&self) -> Result<Address, ConnError> {
         match (&self.conn_url, &self.conn_kwargs) {
             (Some(url), _) => parse_conn_url(url),

@@ -639,7 +639,7 @@ impl Handler {
             return false;
         }
         for m in &view.members {
-            if m.name == leader.name || m.noloadbalance || !m.is_running() || !m.has_conn() {
+            if !m.is_eligible_secondary(&leader.name) {
                 continue;
             }
             let (Some(url), None) = (m.conn_url.as_deref(), m.conn_kwargs.as_ref()) else {
@@ -671,7 +671,7 @@ impl Handler {
         let mut group = Group::new(groupid);
         group.insert(primary);
         for m in &view.members {
-            if m.name == leader_name || m.noloadbalance || !m.is_running() || !m.has_conn() {
+            if !m.is_eligible_secondary(leader_name) {
                 continue;
             }
             match m.address() {

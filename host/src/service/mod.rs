@@ -619,9 +619,11 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
         };
         self.follow_leadership().await;
         if self.leader && (always || changed) {
-            let view = self.view.clone().expect("set above");
+            let view = self.view.as_ref().expect("set above");
             self.stats.heartbeats += 1;
-            if let Err(e) = self.agent.heartbeat(self.clock.now(), &view).await {
+            // Borrowed, not cloned: the view of a large formation is big and this runs every
+            // loop_wait (and before every event).
+            if let Err(e) = self.agent.heartbeat(self.clock.now(), view).await {
                 tracing::error!("heartbeat: {e}");
             }
         }
@@ -807,8 +809,9 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
                 )),
             };
         }
-        let view = self.view.clone().unwrap_or_default();
-        let answer = match self.agent.event(self.clock.now(), &view, body).await {
+        let empty = ClusterView::default();
+        let view = self.view.as_ref().unwrap_or(&empty);
+        let answer = match self.agent.event(self.clock.now(), view, body).await {
             Err(e) => EventAnswer::Error(e.to_string()),
             Ok(Err(invalid)) => EventAnswer::Invalid(invalid),
             Ok(Ok(EventOutcome::Discarded(why))) => EventAnswer::Discarded(why),
