@@ -1,4 +1,6 @@
-//! Shared set-up for tests that drive the agent directly with the simulator.
+//! Shared set-up for tests that drive the agent directly with the simulator, or the
+//! `citus-ha replay` binary. Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use citus_ha::agent::{Agent, Identity};
 use citus_ha::dcs::file::parse_cluster_text;
@@ -85,4 +87,21 @@ pub async fn turn(agent: &mut Agent<SimSession>, now: u64) -> Vec<Statement> {
 
 pub fn event(kind: &str, leader: &str) -> String {
     format!(r#"{{"type":"{kind}","group":1,"leader":"{leader}","timeout":30,"cooldown":10}}"#)
+}
+
+/// `citus-ha replay FILE EXTRA...`: its stdout, after asserting it succeeded.
+pub fn replay(file: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_citus-ha"))
+        .arg("replay")
+        .arg(file)
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

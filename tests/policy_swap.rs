@@ -11,29 +11,12 @@ use citus_ha::EMBEDDED_POLICY;
 use citus_ha_policy::{EventOutcome, Statement};
 use common::*;
 use std::path::PathBuf;
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn replay(file: &std::path::Path, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_citus-ha"))
-        .arg("replay")
-        .arg(file)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The worker switchover scenario with a swap step right after before_demote's turn.

@@ -3,26 +3,12 @@
 //! switch, plugin/src/compat.rs) must not reproduce any `differs_*` scenario's expected output,
 //! while the shipped build reproduces them all.
 
-use citus_ha::guest_variants::policy_variant;
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "common_policy.rs"]
+mod common;
 
-fn replay(file: &std::path::Path, policy: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_citus-ha"))
-        .arg("replay")
-        .arg(file)
-        .arg("--policy")
-        .arg(policy)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use citus_ha::guest_variants::policy_variant;
+use common::replay;
+use std::path::PathBuf;
 
 #[test]
 fn every_departure_fails_against_a_reference_port() {
@@ -36,7 +22,7 @@ fn every_departure_fails_against_a_reference_port() {
             continue;
         }
         let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
-        let got = replay(&path, &port);
+        let got = replay(&path, &["--policy", port.to_str().unwrap()]);
         assert_ne!(
             got, expected,
             "{name}: the reference port gets it right, so it proves nothing"
@@ -59,7 +45,12 @@ fn the_reference_port_still_reproduces_the_reference_examples() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "jsonl") {
             let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
-            assert_eq!(replay(&path, &port), expected, "{}", path.display());
+            assert_eq!(
+                replay(&path, &["--policy", port.to_str().unwrap()]),
+                expected,
+                "{}",
+                path.display()
+            );
         }
     }
 }

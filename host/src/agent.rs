@@ -45,17 +45,9 @@ pub struct Agent<S> {
 impl<S: MetadataSession> Agent<S> {
     pub fn new(policy: WasmPolicy, identity: Identity, session: S) -> Self {
         let loaded = policy.meta().clone();
-        Self {
-            policy: Box::new(policy),
-            loaded: Some(loaded),
-            previous: None,
-            fallback: None,
-            session,
-            identity,
-            snapshot: None,
-            consecutive_traps: 0,
-            traps: 0,
-        }
+        let mut agent = Self::with_policy(Box::new(policy), identity, session);
+        agent.loaded = Some(loaded);
+        agent
     }
 
     /// An agent around any policy (the native baseline in benchmarks).

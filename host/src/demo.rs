@@ -148,23 +148,18 @@ async fn turn(
     Ok(stmts)
 }
 
+/// Group 1's `leader` POSTs a `kind` event to /citus, as a Patroni worker does.
 async fn event(
     agent: &mut Agent<SimSession>,
     now: u64,
     view: &ClusterView,
-    body: &str,
+    kind: &str,
+    leader: &str,
     t: &mut Timeline,
 ) -> anyhow::Result<()> {
-    let outcome = agent.event(now, view, body).await?;
-    let v: serde_json::Value = serde_json::from_str(body)?;
-    t.say(
-        now,
-        &format!(
-            "{} POSTs /citus {}",
-            v["leader"].as_str().unwrap_or("?"),
-            v["type"].as_str().unwrap_or("?")
-        ),
-    );
+    let body = serde_json::json!({"type": kind, "group": 1, "leader": leader, "timeout": 30, "cooldown": 10});
+    let outcome = agent.event(now, view, &body.to_string()).await?;
+    t.say(now, &format!("{leader} POSTs /citus {kind}"));
     match outcome {
         Ok(EventOutcome::Queued(_)) => {}
         Ok(other) => t.detail(&format!("policy: {other:?}")),
@@ -231,14 +226,7 @@ pub async fn play() -> anyhow::Result<String> {
     t.scene("Planned switchover of worker group 1: w1a -> w1b, client writes paused, not failed");
     now += 10_000;
     let before = cluster("coord1", "w1a", "running");
-    event(
-        &mut a1,
-        now,
-        &before,
-        r#"{"type":"before_demote","group":1,"leader":"w1a","timeout":30,"cooldown":10}"#,
-        &mut t,
-    )
-    .await?;
+    event(&mut a1, now, &before, "before_demote", "w1a", &mut t).await?;
     let paused_at = now;
     turn(&mut a1, now, &mut t).await?;
     if !a1.poll_completed().await?.is_empty() {
@@ -246,14 +234,7 @@ pub async fn play() -> anyhow::Result<String> {
     }
     now += 2_500;
     let during = cluster("coord1", "w1b", "stopped");
-    event(
-        &mut a1,
-        now,
-        &during,
-        r#"{"type":"before_promote","group":1,"leader":"w1b","timeout":30,"cooldown":10}"#,
-        &mut t,
-    )
-    .await?;
+    event(&mut a1, now, &during, "before_promote", "w1b", &mut t).await?;
     turn(&mut a1, now, &mut t).await?;
     now += 500;
     t.say(
@@ -264,14 +245,7 @@ pub async fn play() -> anyhow::Result<String> {
     turn(&mut a1, now, &mut t).await?;
     now += 700;
     let after = cluster("coord1", "w1b", "running");
-    event(
-        &mut a1,
-        now,
-        &after,
-        r#"{"type":"after_promote","group":1,"leader":"w1b","timeout":30,"cooldown":10}"#,
-        &mut t,
-    )
-    .await?;
+    event(&mut a1, now, &after, "after_promote", "w1b", &mut t).await?;
     turn(&mut a1, now, &mut t).await?;
     t.detail(&format!(
         "writes to group 1 were paused for {:.3} s (simulated); none failed",
