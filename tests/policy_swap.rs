@@ -53,11 +53,13 @@ fn swap_mid_switchover_prints_exactly_the_same_statements() {
     .unwrap();
     assert_eq!(expected.matches(r#"{"op":"begin"}"#).count(), 1);
     assert_eq!(expected.matches(r#"{"op":"commit"}"#).count(), 1);
-    // To a fresh build of the current contract, and across contracts to the 0.1.0 build.
+    // To a fresh build of the current contract, and across contracts to the 0.2.0 and 0.1.0
+    // builds (which take the view as records and one statement per call).
     let current = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(current.path(), EMBEDDED_POLICY).unwrap();
-    let older = policy_variant("wit-v0_1").unwrap();
-    for component in [current.path().to_path_buf(), older] {
+    let v02 = policy_variant("wit-v0_2").unwrap();
+    let v01 = policy_variant("wit-v0_1").unwrap();
+    for component in [current.path().to_path_buf(), v02, v01] {
         let scenario = with_swap(&component);
         assert_eq!(
             replay(scenario.path(), &[]),
@@ -69,30 +71,32 @@ fn swap_mid_switchover_prints_exactly_the_same_statements() {
 }
 
 #[test]
-fn older_contract_build_runs_beside_the_current_one() {
-    let older = policy_variant("wit-v0_1").unwrap();
+fn older_contract_builds_run_beside_the_current_one() {
     let engine = engine(2000);
-    let loaded = engine
-        .load(&std::fs::read(&older).unwrap(), "older")
-        .unwrap();
-    assert_eq!(loaded.contract, "0.1.0");
     assert_eq!(
         engine.load(EMBEDDED_POLICY, "current").unwrap().contract,
-        "0.2.0"
+        "0.3.0"
     );
-    // The whole library replays identically through the 0.1.0 adapter.
-    for name in [
-        "worker_failover",
-        "differs_secondary_churn",
-        "deadline_rollback_while_another_group_waits",
-    ] {
-        let s = root().join(format!("tests/scenarios/{name}.jsonl"));
-        let expected = std::fs::read_to_string(s.with_extension("expected")).unwrap();
-        assert_eq!(
-            replay(&s, &["--policy", older.to_str().unwrap()]),
-            expected,
-            "{name}"
-        );
+    for (feature, contract) in [("wit-v0_2", "0.2.0"), ("wit-v0_1", "0.1.0")] {
+        let older = policy_variant(feature).unwrap();
+        let loaded = engine
+            .load(&std::fs::read(&older).unwrap(), "older")
+            .unwrap();
+        assert_eq!(loaded.contract, contract);
+        // Library scenarios replay identically through the older adapter.
+        for name in [
+            "worker_failover",
+            "differs_secondary_churn",
+            "deadline_rollback_while_another_group_waits",
+        ] {
+            let s = root().join(format!("tests/scenarios/{name}.jsonl"));
+            let expected = std::fs::read_to_string(s.with_extension("expected")).unwrap();
+            assert_eq!(
+                replay(&s, &["--policy", older.to_str().unwrap()]),
+                expected,
+                "{name} on {contract}"
+            );
+        }
     }
 }
 
@@ -133,16 +137,16 @@ async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
     assert!(e.contains("truncated.wasm"), "{e}");
 
     // A component of a contract version this host does not run.
-    let wit = std::fs::read_to_string(root().join("wit/since_v0.2.0/policy.wit"))
+    let wit = std::fs::read_to_string(root().join("wit/since_v0.3.0/policy.wit"))
         .unwrap()
         .replace(
-            "package citus-ha:policy@0.2.0;",
+            "package citus-ha:policy@0.3.0;",
             "package citus-ha:policy@9.0.0;",
         );
     let unknown = dummy_component(&wit, "policy-component").unwrap();
     let e = engine.load(&unknown, "v9.wasm").err().expect("refused");
     assert!(
-        e.contains("citus-ha:policy/policy@9.0.0") && e.contains("0.2.0"),
+        e.contains("citus-ha:policy/policy@9.0.0") && e.contains("0.3.0"),
         "{e}"
     );
 

@@ -125,13 +125,26 @@ impl<S: MetadataSession> Agent<S> {
         mut seen: impl FnMut(&Statement, &StatementResult),
     ) -> PolicyResult<()> {
         loop {
-            let next = self.policy.poll_statement(now);
-            let Some(stmt) = self.guard(next).await? else {
+            let next = self.policy.poll_statements(now);
+            let batch = self.guard(next).await?;
+            if batch.is_empty() {
                 break;
-            };
-            let result = self.session.execute(&stmt).await;
-            seen(&stmt, &result);
-            let r = self.policy.handle_result(now, result);
+            }
+            let mut results = Vec::with_capacity(batch.len());
+            for stmt in &batch {
+                let result = self.session.execute(stmt).await;
+                seen(stmt, &result);
+                let failed = matches!(
+                    result,
+                    StatementResult::Failed(_) | StatementResult::RolledBack
+                );
+                results.push(result);
+                if failed {
+                    // The rest of the batch depended on this one.
+                    break;
+                }
+            }
+            let r = self.policy.handle_results(now, results);
             self.guard(r).await?;
         }
         self.take_snapshot().await;

@@ -1,10 +1,13 @@
 //! The thin layer between WIT and the policy modules (wasm32 only). The current contract is the
-//! default; `--features wit-v0_1` builds the same logic against the frozen 0.1.0 contract. Both
-//! generate the same Rust module paths (the version is not part of them), so one mapping serves.
+//! default; `--features wit-v0_1` or `wit-v0_2` build the same logic against a frozen earlier
+//! contract. All generate the same Rust module paths (the version is not part of them), so one
+//! mapping serves, with the calls a version lacks left out.
 
-#[cfg(not(feature = "wit-v0_1"))]
+#[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+wit_bindgen::generate!({ path: "../wit/since_v0.3.0", world: "policy-component" });
+#[cfg(feature = "wit-v0_2")]
 wit_bindgen::generate!({ path: "../wit/since_v0.2.0", world: "policy-component" });
-#[cfg(feature = "wit-v0_1")]
+#[cfg(all(feature = "wit-v0_1", not(feature = "wit-v0_2")))]
 wit_bindgen::generate!({ path: "../wit/since_v0.1.0", world: "policy-component" });
 
 use crate::handler::{self, Level};
@@ -269,11 +272,7 @@ impl GuestHandler for HandlerResource {
     ) -> Result<t::EventOutcome, t::InvalidInput> {
         let view = cluster_view(view);
         self.with(|h| h.handle_event(now, &view, &event))
-            .map(|o| match o {
-                handler::EventOutcome::Queued(ticket) => t::EventOutcome::Queued(ticket),
-                handler::EventOutcome::Unchanged => t::EventOutcome::Unchanged,
-                handler::EventOutcome::Discarded(why) => t::EventOutcome::Discarded(why),
-            })
+            .map(event_outcome)
             .map_err(invalid)
     }
 
@@ -315,5 +314,60 @@ impl GuestHandler for HandlerResource {
             queued_tasks: h.queued_tasks() as u32,
             in_flight: h.in_flight_group().is_some(),
         }
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    fn handle_heartbeat_packed(
+        &self,
+        now: t::Instant,
+        view: t::PackedView,
+    ) -> Result<(), t::InvalidInput> {
+        crate::faults::on_heartbeat();
+        let view = crate::packed_view::PackedView {
+            seq: view.seq,
+            base: view.base,
+            bytes: &view.bytes,
+        };
+        self.with(|h| h.handle_heartbeat_packed(now, view))
+            .map_err(invalid)
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    fn handle_event_packed(
+        &self,
+        now: t::Instant,
+        view: t::PackedView,
+        event: String,
+    ) -> Result<t::EventOutcome, t::InvalidInput> {
+        let view = crate::packed_view::PackedView {
+            seq: view.seq,
+            base: view.base,
+            bytes: &view.bytes,
+        };
+        self.with(|h| h.handle_event_packed(now, view, &event))
+            .map(event_outcome)
+            .map_err(invalid)
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    fn poll_statements(&self, now: t::Instant) -> Vec<t::Statement> {
+        self.with(|h| h.poll_statements(now))
+            .into_iter()
+            .map(wit_statement)
+            .collect()
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    fn handle_results(&self, now: t::Instant, outcomes: Vec<t::StatementResult>) {
+        let results = outcomes.into_iter().map(statement_result).collect();
+        self.with(|h| h.handle_results(now, results))
+    }
+}
+
+fn event_outcome(o: handler::EventOutcome) -> t::EventOutcome {
+    match o {
+        handler::EventOutcome::Queued(ticket) => t::EventOutcome::Queued(ticket),
+        handler::EventOutcome::Unchanged => t::EventOutcome::Unchanged,
+        handler::EventOutcome::Discarded(why) => t::EventOutcome::Discarded(why),
     }
 }

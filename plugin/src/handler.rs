@@ -9,11 +9,12 @@
 
 use crate::config::CitusConfig;
 use crate::conninfo::parse_conn_url;
-use crate::dcs::{ClusterView, GroupView, Member};
+use crate::dcs::{leader_of, ClusterView, GroupView, Member, MemberRef};
 use crate::error::InvalidInput;
-use crate::event::{parse_event, EventKind, DEFAULT_COOLDOWN_MS};
+use crate::event::{parse_event, EventKind, WorkerEvent, DEFAULT_COOLDOWN_MS};
 use crate::group::{Group, Node};
 use crate::node::{Address, GroupId, PgDistRow, Role, COORDINATOR_GROUP};
+use crate::packed_view::{self, PackedView};
 use crate::statement::{Statement, StatementError, StatementResult};
 use crate::task_queue::{Task, TaskQueue, Ticket};
 use crate::transition::{transition, Change};
@@ -126,10 +127,43 @@ pub struct Handler {
     next_ticket: Ticket,
     completed: Vec<Ticket>,
     metrics: Metrics,
+    /// Statements of the last `poll_statements` batch issued beyond the one awaited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    batch_ahead: usize,
     #[serde(skip)]
     logs: Vec<LogLine>,
     #[serde(skip)]
     reported: BTreeSet<String>,
+    /// What the last packed heartbeat settled; not exported, so a new build reads everything.
+    #[serde(skip)]
+    view_memo: ViewMemo,
+}
+
+/// A group the packed heartbeat read: its leader key and its members' range in the scratch list.
+type ReadGroup<'v> = (Option<&'v str>, usize, usize);
+
+/// The worker groups that the packed view `seq` showed exactly as cached, with nothing queued
+/// or in flight: while their bytes stay the same and their cache entry does, the heartbeat has
+/// nothing to decide for them.
+#[derive(Clone, Debug, Default)]
+struct ViewMemo {
+    seq: Option<u64>,
+    /// Ascending group ids.
+    matched: Vec<GroupId>,
+    /// The previous `matched`, kept for its allocation.
+    spare: Vec<GroupId>,
+}
+
+impl ViewMemo {
+    /// Group `g`'s cache entry changed.
+    fn forget_group(&mut self, g: GroupId) {
+        if let Ok(i) = self.matched.binary_search(&g) {
+            self.matched.remove(i);
+        }
+    }
+    fn forget_all(&mut self) {
+        self.matched.clear();
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,8 +196,10 @@ impl Handler {
             next_ticket: 1,
             completed: Vec::new(),
             metrics: Metrics::default(),
+            batch_ahead: 0,
             logs: Vec::new(),
             reported: BTreeSet::new(),
+            view_memo: ViewMemo::default(),
         }
     }
 
@@ -219,6 +255,91 @@ impl Handler {
             return;
         }
         self.ready = true;
+        // A view given as records breaks the chain of packed views the memo refers to.
+        self.view_memo.seq = None;
+        let mut members: Vec<MemberRef<'_>> = view
+            .coordinator
+            .members
+            .iter()
+            .map(Member::as_ref)
+            .collect();
+        self.heartbeat_coordinator(now, &members);
+        let mut workers: Vec<&(GroupId, GroupView)> = view.workers.iter().collect();
+        if !workers.windows(2).all(|w| w[0].0 < w[1].0) {
+            workers.sort_by_key(|(g, _)| *g);
+        }
+        for (groupid, worker) in workers {
+            members.clear();
+            members.extend(worker.members.iter().map(Member::as_ref));
+            self.heartbeat_worker(now, *groupid, worker.leader.as_deref(), &members);
+        }
+    }
+
+    /// The heartbeat with the view packed (contract 0.3.0): the same decisions as
+    /// [`Handler::handle_heartbeat`], but a worker group marked unchanged since the last
+    /// packed view, which then matched the cache with nothing queued or in flight for it, is
+    /// not read again: nothing about its decision can have changed. A malformed view is
+    /// refused before anything changes.
+    pub fn handle_heartbeat_packed(
+        &mut self,
+        now: Instant,
+        view: PackedView<'_>,
+    ) -> Result<(), InvalidInput> {
+        let entries = packed_view::groups(view.bytes)?;
+        if !self.config.is_coordinator() {
+            return Ok(());
+        }
+        let trusted = view.base.is_some() && view.base == self.view_memo.seq;
+        let settled = &self.view_memo.matched;
+        let mut at_settled = 0;
+        let mut members: Vec<MemberRef<'_>> = Vec::new();
+        // Pass 1: decide what to read and read it, so a malformed group changes nothing.
+        let mut plan: Vec<(GroupId, Option<ReadGroup<'_>>)> = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let skip = i > 0 && trusted && e.unchanged && {
+                while at_settled < settled.len() && settled[at_settled] < e.id {
+                    at_settled += 1;
+                }
+                settled.get(at_settled) == Some(&e.id)
+                    && !self.schedule_load
+                    && self.in_flight.as_ref().is_none_or(|f| f.groupid() != e.id)
+                    && (self.queue.is_empty() || self.queue.get(e.id).is_none())
+            };
+            if skip {
+                plan.push((e.id, None));
+            } else {
+                let from = members.len();
+                let leader = e.decode(&mut members)?;
+                plan.push((e.id, Some((leader, from, members.len()))));
+            }
+        }
+        // Pass 2: act, exactly as the plain heartbeat would.
+        self.ready = true;
+        let mut matched = std::mem::take(&mut self.view_memo.spare);
+        matched.clear();
+        for (i, (g, read)) in plan.into_iter().enumerate() {
+            match read {
+                None => {
+                    // What the plain heartbeat leaves behind for a group matching its cache.
+                    self.next_task_id += 1;
+                    matched.push(g);
+                }
+                Some((_, from, to)) if i == 0 => {
+                    self.heartbeat_coordinator(now, &members[from..to])
+                }
+                Some((leader, from, to)) => {
+                    if self.heartbeat_worker(now, g, leader, &members[from..to]) {
+                        matched.push(g);
+                    }
+                }
+            }
+        }
+        self.view_memo.spare = std::mem::replace(&mut self.view_memo.matched, matched);
+        self.view_memo.seq = Some(view.seq);
+        Ok(())
+    }
+
+    fn heartbeat_coordinator(&mut self, now: Instant, members: &[MemberRef<'_>]) {
         let url = self.connect_url.clone();
         let name = self.name.clone();
         match self.primary_from_url(&url, EventKind::AfterPromote) {
@@ -226,7 +347,7 @@ impl Handler {
                 let task = self.build_task(
                     COORDINATOR_GROUP,
                     primary,
-                    &view.coordinator,
+                    members,
                     &name,
                     EventKind::AfterPromote,
                     None,
@@ -236,37 +357,43 @@ impl Handler {
             }
             None => self.report(format!("coordinator {name}: no usable address in {url:?}")),
         }
-        let mut workers: Vec<&(GroupId, GroupView)> = view.workers.iter().collect();
-        if !workers.windows(2).all(|w| w[0].0 < w[1].0) {
-            workers.sort_by_key(|(g, _)| *g);
+    }
+
+    /// One worker group of a heartbeat; true when it already matches the cache with nothing
+    /// queued or in flight for it (what the packed heartbeat remembers).
+    fn heartbeat_worker(
+        &mut self,
+        now: Instant,
+        groupid: GroupId,
+        leader: Option<&str>,
+        members: &[MemberRef<'_>],
+    ) -> bool {
+        let Some(leader) = leader_of(leader, members) else {
+            return false;
+        };
+        if !(leader.has_conn() && leader.is_primary_role() && leader.is_running()) {
+            return false;
         }
-        for (groupid, worker) in workers {
-            let Some(leader) = worker.leader_member() else {
-                continue;
-            };
-            if !(leader.has_conn() && leader.is_primary_role() && leader.is_running()) {
-                continue;
-            }
-            if self.heartbeat_matches_cache(*groupid, worker, leader) {
-                // What building the task and dropping it in `add_task` would have left behind.
-                self.next_task_id += 1;
-                continue;
-            }
-            let Some(primary) = self.primary_from_member(*groupid, leader, EventKind::AfterPromote)
-            else {
-                continue;
-            };
-            let task = self.build_task(
-                *groupid,
-                primary,
-                worker,
-                &leader.name,
-                EventKind::AfterPromote,
-                None,
-                None,
-            );
-            self.add_task(task, now);
+        if self.heartbeat_matches_cache(groupid, members, leader) {
+            // What building the task and dropping it in `add_task` would have left behind.
+            self.next_task_id += 1;
+            return true;
         }
+        let Some(primary) = self.primary_from_member(groupid, leader, EventKind::AfterPromote)
+        else {
+            return false;
+        };
+        let task = self.build_task(
+            groupid,
+            primary,
+            members,
+            leader.name,
+            EventKind::AfterPromote,
+            None,
+            None,
+        );
+        self.add_task(task, now);
+        false
     }
 
     /// A worker event (the JSON body as received). Invalid events are refused with the field
@@ -279,40 +406,72 @@ impl Handler {
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
         let ev = parse_event(body)?;
+        let members: Vec<MemberRef<'_>>;
+        let group = match view.worker(ev.group) {
+            Some(w) => {
+                members = w.members.iter().map(Member::as_ref).collect();
+                Some((w.leader.as_deref(), &members[..]))
+            }
+            None => None,
+        };
+        Ok(self.act_on_event(now, ev, group))
+    }
+
+    /// [`Handler::handle_event`] with the view packed; only the event's group is read.
+    pub fn handle_event_packed(
+        &mut self,
+        now: Instant,
+        view: PackedView<'_>,
+        body: &str,
+    ) -> Result<EventOutcome, InvalidInput> {
+        let ev = parse_event(body)?;
+        let entries = packed_view::groups(view.bytes)?;
+        let mut members: Vec<MemberRef<'_>> = Vec::new();
+        let group = match entries.binary_search_by_key(&ev.group, |e| e.id) {
+            Ok(i) if ev.group != COORDINATOR_GROUP => Some(entries[i].decode(&mut members)?),
+            _ => None,
+        };
+        Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
+    }
+
+    fn act_on_event(
+        &mut self,
+        now: Instant,
+        ev: WorkerEvent,
+        worker: Option<(Option<&str>, &[MemberRef<'_>])>,
+    ) -> EventOutcome {
         if !self.config.is_coordinator() {
-            return Ok(EventOutcome::Discarded(
-                "this node is not the coordinator".into(),
-            ));
+            return EventOutcome::Discarded("this node is not the coordinator".into());
         }
         if !self.ready {
-            return Ok(self.discard(format!(
+            return self.discard(format!(
                 "{} for group {}: not ready, no heartbeat yet",
                 ev.kind.as_str(),
                 ev.group
-            )));
+            ));
         }
-        let Some(worker) = view.worker(ev.group) else {
-            return Ok(self.discard(format!("group {} is not in the DCS view", ev.group)));
+        let Some((leader_name, members)) = worker else {
+            return self.discard(format!("group {} is not in the DCS view", ev.group));
         };
-        let leader = match worker.leader_member() {
+        let leader = match leader_of(leader_name, members) {
             Some(l) if l.name == ev.leader && l.has_conn() => l,
             _ => {
-                return Ok(self.discard(format!(
+                return self.discard(format!(
                     "{} for group {} from {:?}: the DCS leader is {:?}",
                     ev.kind.as_str(),
                     ev.group,
                     ev.leader,
-                    worker.leader
-                )))
+                    leader_name
+                ))
             }
         };
         let Some(primary) = self.primary_from_member(ev.group, leader, ev.kind) else {
-            return Ok(self.discard(format!("group {}: leader has no usable address", ev.group)));
+            return self.discard(format!("group {}: leader has no usable address", ev.group));
         };
         let mut task = self.build_task(
             ev.group,
             primary,
-            worker,
+            members,
             &ev.leader,
             ev.kind,
             Some(ev.timeout_ms),
@@ -331,9 +490,9 @@ impl Handler {
                     ev.leader
                 ),
             );
-            Ok(EventOutcome::Queued(ticket))
+            EventOutcome::Queued(ticket)
         } else {
-            Ok(EventOutcome::Unchanged)
+            EventOutcome::Unchanged
         }
     }
 
@@ -348,6 +507,7 @@ impl Handler {
     /// everything, and reload before acting after a later promotion.
     pub fn handle_demote(&mut self) {
         self.cache.clear();
+        self.view_memo.forget_all();
         for t in self.queue.clear() {
             self.complete(t.ticket);
         }
@@ -483,6 +643,50 @@ impl Handler {
         }
     }
 
+    /// The statements to run next, in order: the one `poll_statement` gives, and when that is
+    /// a step of a planned change, the rest of its plan, since no result of a plan's statement
+    /// changes what its next statement is. Empty when the turn is over.
+    pub fn poll_statements(&mut self, now: Instant) -> Vec<Statement> {
+        let Some(first) = self.poll_statement(now) else {
+            return Vec::new();
+        };
+        let mut out = vec![first];
+        if let (Some(Awaiting::Step(_)), Some(work)) = (&self.awaiting, &self.work) {
+            out.extend(work.steps.iter().map(|s| step_statement(s, &work.task)));
+        }
+        self.batch_ahead = out.len() - 1;
+        self.metrics.statements += self.batch_ahead as u64;
+        out
+    }
+
+    /// The results of the statements `poll_statements` returned, in order: all of them, or
+    /// those up to and including the first that failed. Statements of the batch without a
+    /// result are issued again by the next poll.
+    pub fn handle_results(&mut self, now: Instant, results: Vec<StatementResult>) {
+        let ahead = std::mem::take(&mut self.batch_ahead);
+        let mut results = results.into_iter();
+        let Some(first) = results.next() else {
+            self.log(Level::Error, "handle_results without a result".into());
+            return;
+        };
+        self.handle_result(now, first);
+        for (i, result) in results.enumerate() {
+            let step = match self.work.as_mut() {
+                Some(w) if i < ahead => w.steps.pop_front(),
+                _ => None,
+            };
+            let Some(step) = step else {
+                self.log(
+                    Level::Error,
+                    "handle_results got more results than statements were issued".into(),
+                );
+                return;
+            };
+            self.awaiting = Some(Awaiting::Step(step));
+            self.handle_result(now, result);
+        }
+    }
+
     /// When the host must run a turn even without new input: an open transaction's deadline,
     /// a retry Citus asked for, or a reload that failed.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -577,7 +781,12 @@ impl Handler {
             .map(|a| Node::new(a, Self::role_for(kind)))
     }
 
-    fn primary_from_member(&mut self, group: GroupId, m: &Member, kind: EventKind) -> Option<Node> {
+    fn primary_from_member(
+        &mut self,
+        group: GroupId,
+        m: &MemberRef<'_>,
+        kind: EventKind,
+    ) -> Option<Node> {
         match m.address() {
             Ok(a) => Some(Node::new(a, Self::role_for(kind))),
             Err(e) => {
@@ -595,8 +804,8 @@ impl Handler {
     fn heartbeat_matches_cache<'v>(
         &self,
         g: GroupId,
-        view: &'v GroupView,
-        leader: &'v Member,
+        members: &[MemberRef<'v>],
+        leader: &MemberRef<'v>,
     ) -> bool {
         use crate::conninfo::plain_address;
         if self.schedule_load
@@ -612,7 +821,7 @@ impl Handler {
             return false;
         }
         let nodes = cached.group.nodes();
-        let (Some(url), None) = (leader.conn_url.as_deref(), leader.conn_kwargs.as_ref()) else {
+        let (Some(url), None) = (leader.conn_url, leader.conn_kwargs) else {
             return false;
         };
         let Some(primary) = plain_address(url) else {
@@ -638,11 +847,11 @@ impl Handler {
         if !wanted(primary.0, primary.1, Role::Primary) {
             return false;
         }
-        for m in &view.members {
-            if !m.is_eligible_secondary(&leader.name) {
+        for m in members {
+            if !m.is_eligible_secondary(leader.name) {
                 continue;
             }
-            let (Some(url), None) = (m.conn_url.as_deref(), m.conn_kwargs.as_ref()) else {
+            let (Some(url), None) = (m.conn_url, m.conn_kwargs) else {
                 return false;
             };
             let Some((host, port)) = plain_address(url) else {
@@ -662,7 +871,7 @@ impl Handler {
         &mut self,
         groupid: GroupId,
         primary: Node,
-        view: &GroupView,
+        members: &[MemberRef<'_>],
         leader_name: &str,
         event: EventKind,
         timeout_ms: Option<u64>,
@@ -670,7 +879,7 @@ impl Handler {
     ) -> Task {
         let mut group = Group::new(groupid);
         group.insert(primary);
-        for m in &view.members {
+        for m in members {
             if !m.is_eligible_secondary(leader_name) {
                 continue;
             }
@@ -871,6 +1080,7 @@ impl Handler {
             let ticket = task.ticket;
             let id = task.id;
             if commits {
+                self.view_memo.forget_group(g);
                 self.cache.insert(g, task);
                 self.in_flight = None;
             } else {
@@ -892,6 +1102,7 @@ impl Handler {
     }
 
     fn load_cache(&mut self, rows: &[PgDistRow]) {
+        self.view_memo.forget_all();
         let mut by_group: BTreeMap<GroupId, Vec<&PgDistRow>> = BTreeMap::new();
         let mut taken: BTreeSet<(&str, i32)> = BTreeSet::new();
         for r in rows {
@@ -915,6 +1126,10 @@ impl Handler {
             })
             .collect();
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -2539,5 +2754,149 @@ mod tests {
         assert_eq!(h.group_rows(1), vec![(3, "10.0.1.2".into(), "primary")]);
         h.heartbeat(&v);
         assert_eq!(h.turn(), vec![]);
+    }
+
+    // ----- contract 0.3.0: packed views and statement batches ---------------------------
+
+    fn packed(h: &mut Host, p: &mut crate::packed_view::Packer, v: &ClusterView) {
+        h.h.handle_heartbeat_packed(h.now, p.pack(v))
+            .expect("a packed view is accepted");
+    }
+
+    fn rows_of(rows: &[(i32, GroupId, &str, &str)]) -> Vec<Row> {
+        rows.iter()
+            .map(|(id, g, host, role)| Row {
+                nodeid: *id,
+                groupid: *g,
+                nodename: host.to_string(),
+                nodeport: 5432,
+                noderole: role_of(role),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_packed_heartbeat_still_sees_a_cache_changed_by_a_reload() {
+        let mut h = settled();
+        let mut p = crate::packed_view::Packer::new();
+        packed(&mut h, &mut p, &base());
+        assert_eq!(h.turn(), vec![]);
+        packed(&mut h, &mut p, &base());
+        assert_eq!(h.turn(), vec![]);
+        // Someone removed group 2's row; a reload shows it, while the DCS stays the same.
+        h.sim.replace_rows(rows_of(&BASE_ROWS[..3]));
+        h.h.schedule_reload();
+        assert_eq!(h.clean_turn(), vec![LoadMetadata]);
+        packed(&mut h, &mut p, &base());
+        assert_eq!(h.clean_turn(), vec![add_p("10.0.2.1", 2)]);
+    }
+
+    #[test]
+    fn a_steady_packed_heartbeat_still_sees_a_cache_changed_by_an_event() {
+        // The event's view (read when the event came) has a third member in group 1; the
+        // heartbeat's view, unchanged since, does not: the heartbeat puts it back, as the
+        // plain heartbeat does.
+        let wider = with_g1(
+            Some("w1a"),
+            vec![
+                primary(m("w1a", "10.0.1.1")),
+                m("w1b", "10.0.1.2"),
+                m("w1c", "10.0.1.3"),
+            ],
+        );
+        let run = |use_packed: bool| {
+            let mut h = settled();
+            let mut p = crate::packed_view::Packer::new();
+            let mut beat = |h: &mut Host| {
+                if use_packed {
+                    packed(h, &mut p, &base())
+                } else {
+                    h.heartbeat(&base())
+                }
+            };
+            beat(&mut h);
+            assert_eq!(h.turn(), vec![]);
+            h.queued(&wider, &ev("after_promote", 1, "w1a"));
+            assert_eq!(h.clean_turn(), vec![add_s("10.0.1.3", 1)]);
+            beat(&mut h);
+            h.clean_turn()
+        };
+        let plain = run(false);
+        assert_eq!(plain, vec![rm("10.0.1.3")]);
+        assert_eq!(run(true), plain);
+    }
+
+    #[test]
+    fn a_malformed_packed_view_is_refused_and_changes_nothing() {
+        let mut h = Host::with_rows(BASE_ROWS);
+        let mut bytes = crate::packed_view::pack_once(&base());
+        bytes.truncate(bytes.len() - 3);
+        let view = PackedView {
+            seq: 1,
+            base: None,
+            bytes: &bytes,
+        };
+        let e = h.h.handle_heartbeat_packed(h.now, view).unwrap_err();
+        assert_eq!(e.field, "view");
+        assert!(e.reason.contains("runs past the end"), "{e}");
+        // Not even "ready": the refused heartbeat did not count.
+        assert!(matches!(
+            h.event(&base(), &ev("after_promote", 1, "w1a")),
+            EventOutcome::Discarded(_)
+        ));
+        assert_eq!(h.h.queued_tasks(), 0);
+    }
+
+    #[test]
+    fn a_plan_comes_in_one_batch_and_a_failure_cuts_it_short() {
+        let mut h = Host::with_rows(&[]);
+        h.heartbeat(&base());
+        let mut batches = Vec::new();
+        loop {
+            let batch = h.h.poll_statements(h.now);
+            if batch.is_empty() {
+                break;
+            }
+            let results = batch.iter().map(|s| h.exec(s)).collect();
+            h.h.handle_results(h.now, results);
+            batches.push(batch);
+        }
+        assert_eq!(
+            batches,
+            vec![
+                vec![LoadMetadata],
+                vec![add_p("10.0.0.1", 0)],
+                vec![Begin, add_p("10.0.1.1", 1), add_s("10.0.1.2", 1), Commit],
+                vec![add_p("10.0.2.1", 2)],
+            ]
+        );
+        assert_eq!(h.h.metrics().statements, 7);
+
+        // Group 1 gets two replicas more; the plan's second statement fails: the host stops.
+        let v = with_g1(
+            Some("w1a"),
+            vec![
+                primary(m("w1a", "10.0.1.1")),
+                m("w1b", "10.0.1.2"),
+                m("w1c", "10.0.1.3"),
+                m("w1d", "10.0.1.4"),
+            ],
+        );
+        h.heartbeat(&v);
+        let batch = h.h.poll_statements(h.now);
+        assert_eq!(batch.len(), 4, "{batch:?}");
+        assert_eq!(batch[0], Begin);
+        let ok = h.exec(&batch[0]);
+        h.sim.lose_session();
+        let lost = StatementResult::Failed(StatementError {
+            message: "server closed the connection unexpectedly".into(),
+            sqlstate: None,
+            connection_lost: true,
+        });
+        h.h.handle_results(h.now, vec![ok, lost]);
+        assert!(!h.h.is_busy());
+        // The failed plan is dropped; the cache is reloaded and the next heartbeat retries.
+        assert_eq!(h.h.poll_statements(h.now), vec![LoadMetadata]);
+        assert_eq!(h.h.metrics().failed_statements, 1);
     }
 }

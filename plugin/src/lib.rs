@@ -13,6 +13,7 @@ pub mod group;
 pub mod gucs;
 pub mod handler;
 pub mod node;
+pub mod packed_view;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_exec;
 pub mod slots;

@@ -21,6 +21,7 @@
 use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};
 use citus_ha_policy::handler::METADATA_SYNC_WAIT_MS;
 use citus_ha_policy::node::GroupId;
+use citus_ha_policy::packed_view::{pack_once, PackedView, Packer};
 use citus_ha_policy::{
     CitusConfig, EventOutcome, Handler, Statement, StatementError, StatementResult,
 };
@@ -273,6 +274,8 @@ struct Host {
     /// reload request, a demote); the "out of sync" refusal alone never does.
     reload_due: bool,
     trace: Vec<String>,
+    /// Contract 0.3.0's way in: views packed (with unchanged marks), statements in batches.
+    packer: Option<Packer>,
 }
 
 impl Host {
@@ -297,6 +300,7 @@ impl Host {
             completed: BTreeSet::new(),
             reload_due: true,
             trace: Vec::new(),
+            packer: None,
         }
     }
 
@@ -319,7 +323,21 @@ impl Host {
     fn turn(&mut self) -> Result<(), TestCaseError> {
         self.sim.set_time_ms(self.now);
         let mut n = 0;
-        while let Some(stmt) = self.h.poll_statement(self.now) {
+        let mut batch = std::collections::VecDeque::new();
+        let mut results = Vec::new();
+        loop {
+            if batch.is_empty() {
+                if !results.is_empty() {
+                    self.h
+                        .handle_results(self.now, std::mem::take(&mut results));
+                }
+                if self.packer.is_some() {
+                    batch.extend(self.h.poll_statements(self.now));
+                } else {
+                    batch.extend(self.h.poll_statement(self.now));
+                }
+            }
+            let Some(stmt) = batch.pop_front() else { break };
             n += 1;
             prop_assert!(n < 500, "the turn does not end: {:?}", self.trace);
             if !self.sim.in_transaction() {
@@ -375,7 +393,16 @@ impl Host {
                     self.trace
                 );
             }
-            self.h.handle_result(self.now, result);
+            let stop = matches!(result, StatementResult::Failed(_));
+            if self.packer.is_some() {
+                results.push(result);
+                if stop {
+                    // The host stops a batch at its first failure.
+                    batch.clear();
+                }
+            } else {
+                self.h.handle_result(self.now, result);
+            }
         }
         prop_assert!(!self.h.is_busy());
         self.completed.extend(self.h.poll_completed());
@@ -398,7 +425,13 @@ impl Host {
     }
 
     fn heartbeat(&mut self, w: &World) {
-        self.h.handle_heartbeat(self.now, &w.view());
+        match &mut self.packer {
+            Some(p) => self
+                .h
+                .handle_heartbeat_packed(self.now, p.pack(&w.view()))
+                .expect("a packed view is accepted"),
+            None => self.h.handle_heartbeat(self.now, &w.view()),
+        }
         self.completed.extend(self.h.poll_completed());
     }
 
@@ -417,7 +450,18 @@ impl Host {
         let body = format!(
             r#"{{"type":"{kind}","group":{g},"leader":"{leader}","timeout":{timeout}{cooldown}}}"#
         );
-        match self.h.handle_event(self.now, &w.view(), &body) {
+        let outcome = if self.packer.is_some() {
+            let bytes = pack_once(&w.view());
+            let view = PackedView {
+                seq: 0,
+                base: None,
+                bytes: &bytes,
+            };
+            self.h.handle_event_packed(self.now, view, &body)
+        } else {
+            self.h.handle_event(self.now, &w.view(), &body)
+        };
+        match outcome {
             Ok(EventOutcome::Queued(t)) => {
                 assert!(self.tickets.insert(t), "ticket {t} handed out twice");
             }
@@ -1025,7 +1069,7 @@ fn choose_new_leader(w: &mut World, g: GroupId, pick: usize) -> usize {
 }
 
 fn run_case(window: bool, t: &Topology, ops: &[Op]) -> Result<(), TestCaseError> {
-    run(window, t, ops, false).map(|_| ())
+    run(window, t, ops, false, false).map(|_| ())
 }
 
 /// Runs a case; with `handoff`, the policy's state moves to a fresh instance (export,
@@ -1035,9 +1079,13 @@ fn run(
     t: &Topology,
     ops: &[Op],
     handoff: bool,
+    packed: bool,
 ) -> Result<Vec<String>, TestCaseError> {
     let (mut w, rows) = build(t);
     let mut host = Host::new(window, rows);
+    if packed {
+        host.packer = Some(Packer::new());
+    }
     for op in ops {
         if handoff {
             let state = host.h.export_state();
@@ -1085,8 +1133,23 @@ proptest! {
         t in topology(),
         ops in prop::collection::vec(op(), 0..30),
     ) {
-        let plain = run(false, &t, &ops, false)?;
-        let handed = run(false, &t, &ops, true)?;
+        let plain = run(false, &t, &ops, false, false)?;
+        let handed = run(false, &t, &ops, true, false)?;
         prop_assert_eq!(plain, handed);
+    }
+
+    /// Contract 0.3.0's packed views (a steady heartbeat skipping the groups it settled) and
+    /// statement batches decide exactly what the record views and single statements do, with
+    /// or without a state hand-off between steps, with or without the sync window.
+    #[test]
+    fn packed_views_and_batches_change_nothing(
+        t in topology(),
+        ops in prop::collection::vec(op(), 0..40),
+        window in any::<bool>(),
+        handoff in any::<bool>(),
+    ) {
+        let plain = run(window, &t, &ops, false, false)?;
+        let packed = run(window, &t, &ops, handoff, true)?;
+        prop_assert_eq!(plain, packed);
     }
 }

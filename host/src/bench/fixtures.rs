@@ -6,7 +6,7 @@ use crate::policy::{Policy, PolicyResult};
 use crate::session::sim::SimSession;
 use citus_ha_policy::dcs::{ClusterView, GroupView, Member};
 use citus_ha_policy::slots::ReplicationSlot;
-use citus_ha_policy::CitusConfig;
+use citus_ha_policy::{CitusConfig, StatementResult};
 use citus_sim::{Row, Simulator};
 
 pub const NAME: &str = "coord-0";
@@ -94,12 +94,26 @@ pub fn sim_with(rows: Vec<Row>) -> SimSession {
 /// its state snapshot); returns how many statements ran.
 pub fn turn(p: &mut dyn Policy, session: &mut SimSession, now: u64) -> PolicyResult<usize> {
     let mut n = 0;
-    while let Some(stmt) = p.poll_statement(now)? {
-        let result = session.run(&stmt);
-        p.handle_result(now, result)?;
-        n += 1;
+    loop {
+        let batch = p.poll_statements(now)?;
+        if batch.is_empty() {
+            return Ok(n);
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for stmt in &batch {
+            let result = session.run(stmt);
+            let failed = matches!(
+                result,
+                StatementResult::Failed(_) | StatementResult::RolledBack
+            );
+            results.push(result);
+            n += 1;
+            if failed {
+                break;
+            }
+        }
+        p.handle_results(now, results)?;
     }
-    Ok(n)
 }
 
 /// Makes a handler's cache hold just the coordinator group: forget everything (demote) and

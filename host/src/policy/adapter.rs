@@ -7,6 +7,7 @@ use super::wasm::HostState;
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::Metrics;
+use citus_ha_policy::packed_view::PackedView;
 use citus_ha_policy::slots::ReplicationSlot;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceAny};
@@ -89,6 +90,38 @@ pub(crate) trait ContractApi: Send + Sync {
     fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>>;
     fn poll_completed(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u64>>;
     fn metrics(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Metrics>>;
+
+    /// Whether this contract has the packed view and statement batches (0.3.0 and later); the
+    /// four calls below answer `None` when it does not.
+    fn has_batches(&self) -> bool;
+    fn heartbeat_packed(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        v: PackedView<'_>,
+    ) -> R<Option<Result<(), InvalidInput>>>;
+    fn event_packed(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        v: PackedView<'_>,
+        body: &str,
+    ) -> R<Option<Result<EventOutcome, InvalidInput>>>;
+    fn poll_statements(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+    ) -> R<Option<Vec<Statement>>>;
+    fn handle_results(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        r: Vec<StatementResult>,
+    ) -> R<Option<()>>;
 }
 
 /// A component linked and ready to instantiate against one contract version.
@@ -129,6 +162,15 @@ mod view_abi {
     pub(super) struct GroupViewRef<'a> {
         leader: Option<&'a str>,
         members: &'a [MemberRef<'a>],
+    }
+
+    /// The contract's `packed-view`, with the bytes lowered straight from the host's buffer.
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(super) struct PackedViewRef<'a> {
+        pub(super) seq: u64,
+        pub(super) base: Option<u64>,
+        pub(super) bytes: &'a [u8],
     }
 
     #[derive(ComponentType, Lower)]
@@ -193,11 +235,32 @@ mod view_abi {
     }
 }
 
-use view_abi::{with_view, ClusterViewRef};
+use view_abi::{with_view, ClusterViewRef, PackedViewRef};
 use wasmtime::component::{ComponentExportIndex, Func, TypedFunc};
 
 type HeartbeatParams<'a> = (ResourceAny, u64, &'a ClusterViewRef<'a>);
 type EventParams<'a> = (ResourceAny, u64, &'a ClusterViewRef<'a>, &'a str);
+type PackedHeartbeatParams<'a> = (ResourceAny, u64, &'a PackedViewRef<'a>);
+type PackedEventParams<'a> = (ResourceAny, u64, &'a PackedViewRef<'a>, &'a str);
+
+/// The 0.3.0 calls, looked up by name: an older component simply lacks them.
+struct BatchExports {
+    heartbeat: ComponentExportIndex,
+    event: ComponentExportIndex,
+    poll: ComponentExportIndex,
+    results: ComponentExportIndex,
+}
+
+fn batch_exports(component: &Component, iface: &str) -> Option<BatchExports> {
+    let (_, i) = component.get_export(None, iface)?;
+    let find = |name: &str| component.get_export(Some(&i), name).map(|(_, idx)| idx);
+    Some(BatchExports {
+        heartbeat: find("[method]handler.handle-heartbeat-packed")?,
+        event: find("[method]handler.handle-event-packed")?,
+        poll: find("[method]handler.poll-statements")?,
+        results: find("[method]handler.handle-results")?,
+    })
+}
 
 /// Where the two calls that take a view are among a component's exports.
 fn view_exports(
@@ -248,6 +311,7 @@ macro_rules! contract {
                 pre: PolicyComponentPre<HostState>,
                 heartbeat: ComponentExportIndex,
                 event: ComponentExportIndex,
+                batches: Option<BatchExports>,
             }
 
             pub(crate) fn link(
@@ -264,6 +328,7 @@ macro_rules! contract {
                     pre: PolicyComponentPre::new(pre)?,
                     heartbeat,
                     event,
+                    batches: batch_exports(component, $iface),
                 }))
             }
 
@@ -277,7 +342,22 @@ macro_rules! contract {
                     // The borrowed view must have the contract's exact shape.
                     heartbeat.typed::<HeartbeatParams<'static>, ()>(&*s)?;
                     event.typed::<EventParams<'static>, (Result<t::EventOutcome, t::InvalidInput>,)>(&*s)?;
-                    Ok(Box::new(Api { bindings, heartbeat, event }))
+                    let batches = match &self.batches {
+                        None => None,
+                        Some(b) => {
+                            let mut get = |i| instance.get_func(&mut *s, i).ok_or_else(missing);
+                            let (hb, ev, poll, results) = (get(b.heartbeat)?, get(b.event)?, get(b.poll)?, get(b.results)?);
+                            hb.typed::<PackedHeartbeatParams<'static>, PackedHeartbeatResults>(&*s)?;
+                            ev.typed::<PackedEventParams<'static>, EventResults>(&*s)?;
+                            Some(Batches {
+                                heartbeat: hb,
+                                event: ev,
+                                poll: poll.typed(&*s)?,
+                                results: results.typed(&*s)?,
+                            })
+                        }
+                    };
+                    Ok(Box::new(Api { bindings, heartbeat, event, batches }))
                 }
             }
 
@@ -286,6 +366,50 @@ macro_rules! contract {
                 /// `handle-heartbeat` and `handle-event`, called with the borrowed view.
                 heartbeat: Func,
                 event: Func,
+                batches: Option<Batches>,
+            }
+
+            type PackedHeartbeatResults = (Result<(), t::InvalidInput>,);
+            type EventResults = (Result<t::EventOutcome, t::InvalidInput>,);
+
+            /// The packed-view and batch calls of contract 0.3.0 and later.
+            struct Batches {
+                heartbeat: Func,
+                event: Func,
+                poll: TypedFunc<(ResourceAny, u64), (Vec<t::Statement>,)>,
+                results: TypedFunc<(ResourceAny, u64, Vec<t::StatementResult>), ()>,
+            }
+
+            fn outcome(o: t::EventOutcome) -> EventOutcome {
+                match o {
+                    t::EventOutcome::Queued(tk) => EventOutcome::Queued(tk),
+                    t::EventOutcome::Unchanged => EventOutcome::Unchanged,
+                    t::EventOutcome::Discarded(why) => EventOutcome::Discarded(why),
+                }
+            }
+
+            fn wit_result(r: StatementResult) -> t::StatementResult {
+                match r {
+                    StatementResult::Done => t::StatementResult::Done,
+                    StatementResult::RolledBack => t::StatementResult::RolledBack,
+                    StatementResult::Added(id) => t::StatementResult::Added(id),
+                    StatementResult::Metadata(m) => t::StatementResult::Metadata(
+                        m.into_iter()
+                            .map(|r| t::PgDistNode {
+                                nodeid: r.nodeid,
+                                groupid: r.groupid,
+                                nodename: r.nodename,
+                                nodeport: r.nodeport,
+                                noderole: wit_role(r.noderole),
+                            })
+                            .collect(),
+                    ),
+                    StatementResult::Failed(e) => t::StatementResult::Failed(t::StatementError {
+                        message: e.message,
+                        sqlstate: e.sqlstate,
+                        connection_lost: e.connection_lost,
+                    }),
+                }
             }
 
             impl Api {
@@ -423,11 +547,7 @@ macro_rules! contract {
                         TypedFunc::<EventParams<'_>, (Result<t::EventOutcome, t::InvalidInput>,)>::new_unchecked(self.event)
                     };
                     let (r,) = with_view(v, |view| f.call(&mut *s, (h, now, view, body)))?;
-                    Ok(r.map_err(invalid).map(|o| match o {
-                        t::EventOutcome::Queued(tk) => EventOutcome::Queued(tk),
-                        t::EventOutcome::Unchanged => EventOutcome::Unchanged,
-                        t::EventOutcome::Discarded(why) => EventOutcome::Discarded(why),
-                    }))
+                    Ok(r.map_err(invalid).map(outcome))
                 }
                 fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
                     self.p().handler().call_schedule_reload(s, h)
@@ -439,28 +559,7 @@ macro_rules! contract {
                     Ok(self.p().handler().call_poll_statement(s, h, now)?.map(statement))
                 }
                 fn handle_result(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, r: StatementResult) -> R<()> {
-                    let r = match r {
-                        StatementResult::Done => t::StatementResult::Done,
-                        StatementResult::RolledBack => t::StatementResult::RolledBack,
-                        StatementResult::Added(id) => t::StatementResult::Added(id),
-                        StatementResult::Metadata(m) => t::StatementResult::Metadata(
-                            m.into_iter()
-                                .map(|r| t::PgDistNode {
-                                    nodeid: r.nodeid,
-                                    groupid: r.groupid,
-                                    nodename: r.nodename,
-                                    nodeport: r.nodeport,
-                                    noderole: wit_role(r.noderole),
-                                })
-                                .collect(),
-                        ),
-                        StatementResult::Failed(e) => t::StatementResult::Failed(t::StatementError {
-                            message: e.message,
-                            sqlstate: e.sqlstate,
-                            connection_lost: e.connection_lost,
-                        }),
-                    };
-                    self.p().handler().call_handle_result(s, h, now, &r)
+                    self.p().handler().call_handle_result(s, h, now, &wit_result(r))
                 }
                 fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>> {
                     self.p().handler().call_poll_timeout(s, h)
@@ -470,6 +569,55 @@ macro_rules! contract {
                 }
                 fn metrics(&self, _s: &mut Store<HostState>, _h: ResourceAny) -> R<Option<Metrics>> {
                     contract!(@metrics self, _s, _h, $($metrics)?)
+                }
+                fn has_batches(&self) -> bool {
+                    self.batches.is_some()
+                }
+                fn heartbeat_packed(
+                    &self,
+                    s: &mut Store<HostState>,
+                    h: ResourceAny,
+                    now: u64,
+                    v: PackedView<'_>,
+                ) -> R<Option<Result<(), InvalidInput>>> {
+                    let Some(b) = &self.batches else { return Ok(None) };
+                    // SAFETY: the type was checked at instantiation (up to lifetimes).
+                    let f = unsafe { TypedFunc::<PackedHeartbeatParams<'_>, PackedHeartbeatResults>::new_unchecked(b.heartbeat) };
+                    let view = PackedViewRef { seq: v.seq, base: v.base, bytes: v.bytes };
+                    let (r,) = f.call(&mut *s, (h, now, &view))?;
+                    Ok(Some(r.map_err(invalid)))
+                }
+                fn event_packed(
+                    &self,
+                    s: &mut Store<HostState>,
+                    h: ResourceAny,
+                    now: u64,
+                    v: PackedView<'_>,
+                    body: &str,
+                ) -> R<Option<Result<EventOutcome, InvalidInput>>> {
+                    let Some(b) = &self.batches else { return Ok(None) };
+                    // SAFETY: the type was checked at instantiation (up to lifetimes).
+                    let f = unsafe { TypedFunc::<PackedEventParams<'_>, EventResults>::new_unchecked(b.event) };
+                    let view = PackedViewRef { seq: v.seq, base: v.base, bytes: v.bytes };
+                    let (r,) = f.call(&mut *s, (h, now, &view, body))?;
+                    Ok(Some(r.map_err(invalid).map(outcome)))
+                }
+                fn poll_statements(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Option<Vec<Statement>>> {
+                    let Some(b) = &self.batches else { return Ok(None) };
+                    let (list,) = b.poll.call(&mut *s, (h, now))?;
+                    Ok(Some(list.into_iter().map(statement).collect()))
+                }
+                fn handle_results(
+                    &self,
+                    s: &mut Store<HostState>,
+                    h: ResourceAny,
+                    now: u64,
+                    r: Vec<StatementResult>,
+                ) -> R<Option<()>> {
+                    let Some(b) = &self.batches else { return Ok(None) };
+                    let r: Vec<t::StatementResult> = r.into_iter().map(wit_result).collect();
+                    b.results.call(&mut *s, (h, now, r))?;
+                    Ok(Some(()))
                 }
             }
         }
@@ -499,10 +647,17 @@ contract!(
     "citus-ha:policy/policy@0.2.0",
     metrics
 );
+contract!(
+    since_v0_3_0,
+    "../wit/since_v0.3.0",
+    "citus-ha:policy/policy@0.3.0",
+    metrics
+);
 
 /// Contract versions this host runs, newest first: (export name, linker).
 pub(crate) type LinkFn = fn(&mut Linker<HostState>, &Component) -> R<Box<dyn ContractPre>>;
 pub(crate) const SUPPORTED: &[(&str, LinkFn)] = &[
+    ("citus-ha:policy/policy@0.3.0", since_v0_3_0::link),
     ("citus-ha:policy/policy@0.2.0", since_v0_2_0::link),
     ("citus-ha:policy/policy@0.1.0", since_v0_1_0::link),
 ];

@@ -4,22 +4,30 @@ use super::{Policy, PolicyResult};
 use citus_ha_policy::bootstrap::{bootstrap_plan, BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::{Handler, Metrics};
+use citus_ha_policy::packed_view::{self, PackedView, Packer};
 use citus_ha_policy::slots::{keep_replication_slot, ReplicationSlot};
 use citus_ha_policy::{config, gucs};
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 
 pub struct NativePolicy {
     handler: Handler,
+    /// The view goes in packed, as it does into a 0.3.0 component, so the baseline does the
+    /// same work on the same input.
+    packer: Packer,
 }
 
 impl NativePolicy {
     pub fn new(config: CitusConfig, name: &str, connect_url: &str) -> Self {
         Self {
             handler: Handler::new(config, name, connect_url),
+            packer: Packer::new(),
         }
     }
     pub fn import(state: &[u8]) -> Result<Self, String> {
-        Handler::import_state(state).map(|handler| Self { handler })
+        Handler::import_state(state).map(|handler| Self {
+            handler,
+            packer: Packer::new(),
+        })
     }
     fn drain(&mut self) {
         for l in self.handler.drain_logs() {
@@ -60,7 +68,12 @@ impl Policy for NativePolicy {
         Ok(bootstrap_plan(c, db, auth, url))
     }
     fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
-        self.handler.handle_heartbeat(now, view);
+        let packed = self.packer.pack(view);
+        if let Err(e) = self.handler.handle_heartbeat_packed(now, packed) {
+            tracing::error!("the policy refused the packed view ({e}); sending it unpacked");
+            self.packer.reset();
+            self.handler.handle_heartbeat(now, view);
+        }
         self.drain();
         Ok(())
     }
@@ -70,7 +83,13 @@ impl Policy for NativePolicy {
         view: &ClusterView,
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
-        let r = self.handler.handle_event(now, view, body);
+        let bytes = packed_view::pack_once(view);
+        let packed = PackedView {
+            seq: 0,
+            base: None,
+            bytes: &bytes,
+        };
+        let r = self.handler.handle_event_packed(now, packed, body);
         self.drain();
         Ok(r)
     }
@@ -89,6 +108,16 @@ impl Policy for NativePolicy {
     }
     fn handle_result(&mut self, now: u64, result: StatementResult) -> PolicyResult<()> {
         self.handler.handle_result(now, result);
+        self.drain();
+        Ok(())
+    }
+    fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {
+        let s = self.handler.poll_statements(now);
+        self.drain();
+        Ok(s)
+    }
+    fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()> {
+        self.handler.handle_results(now, results);
         self.drain();
         Ok(())
     }

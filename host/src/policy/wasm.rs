@@ -7,6 +7,7 @@ use super::{Policy, PolicyError, PolicyResult};
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::{Level, Metrics};
+use citus_ha_policy::packed_view::{self, PackedView, Packer};
 use citus_ha_policy::slots::ReplicationSlot;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 use sha2::{Digest, Sha256};
@@ -293,6 +294,7 @@ impl LoadedPolicy {
             store,
             api,
             handler: None,
+            packer: Packer::default(),
             meta: self.clone(),
         };
         let h = p.call(|api, s| api.new_handler(s, c, name, url))?;
@@ -307,6 +309,7 @@ impl LoadedPolicy {
             store,
             api,
             handler: None,
+            packer: Packer::default(),
             meta: self.clone(),
         };
         match p.call(|api, s| api.import_state(s, state))? {
@@ -325,6 +328,7 @@ impl LoadedPolicy {
             store,
             api,
             handler: None,
+            packer: Packer::default(),
             meta: self.clone(),
         })
     }
@@ -336,6 +340,9 @@ pub struct WasmPolicy {
     api: Box<dyn ContractApi>,
     handler: Option<ResourceAny>,
     meta: LoadedPolicy,
+    /// Heartbeat views for a contract with packed views (its unchanged marks refer to the
+    /// previous heartbeat's view); events get theirs packed on their own.
+    packer: Packer,
 }
 
 impl WasmPolicy {
@@ -406,7 +413,31 @@ impl Policy for WasmPolicy {
     }
     fn heartbeat(&mut self, now: u64, v: &ClusterView) -> PolicyResult<()> {
         let h = self.handle()?;
-        self.call(|a, s| a.heartbeat(s, h, now, v))
+        if !self.api.has_batches() {
+            return self.call(|a, s| a.heartbeat(s, h, now, v));
+        }
+        let mut packer = std::mem::take(&mut self.packer);
+        let packed = packer.pack(v);
+        let r = self.call(|a, s| a.heartbeat_packed(s, h, now, packed));
+        self.packer = packer;
+        match r {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(refused) => {
+                // A host and a build that disagree on the packing: say so, and fall back to
+                // the view as records, which every contract version takes.
+                let why = refused.map_or_else(
+                    || "no packed call".into(),
+                    |e| format!("{}", e.unwrap_err()),
+                );
+                tracing::error!(policy = %self.meta.label(), "packed view refused ({why}); sending it as records");
+                self.packer.reset();
+                self.call(|a, s| a.heartbeat(s, h, now, v))
+            }
+            Err(e) => {
+                self.packer.reset();
+                Err(e)
+            }
+        }
     }
     fn event(
         &mut self,
@@ -415,7 +446,19 @@ impl Policy for WasmPolicy {
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
         let h = self.handle()?;
-        self.call(|a, s| a.event(s, h, now, v, body))
+        if !self.api.has_batches() {
+            return self.call(|a, s| a.event(s, h, now, v, body));
+        }
+        let bytes = packed_view::pack_once(v);
+        let packed = PackedView {
+            seq: 0,
+            base: None,
+            bytes: &bytes,
+        };
+        match self.call(|a, s| a.event_packed(s, h, now, packed, body))? {
+            Some(r) => Ok(r),
+            None => self.call(|a, s| a.event(s, h, now, v, body)),
+        }
     }
     fn schedule_reload(&mut self) -> PolicyResult<()> {
         let h = self.handle()?;
@@ -432,6 +475,25 @@ impl Policy for WasmPolicy {
     fn handle_result(&mut self, now: u64, r: StatementResult) -> PolicyResult<()> {
         let h = self.handle()?;
         self.call(|a, s| a.handle_result(s, h, now, r))
+    }
+    fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {
+        let h = self.handle()?;
+        match self.call(|a, s| a.poll_statements(s, h, now))? {
+            Some(batch) => Ok(batch),
+            None => Ok(self.poll_statement(now)?.into_iter().collect()),
+        }
+    }
+    fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()> {
+        let h = self.handle()?;
+        if self.api.has_batches() {
+            return self
+                .call(|a, s| a.handle_results(s, h, now, results))
+                .map(|_| ());
+        }
+        for r in results {
+            self.handle_result(now, r)?;
+        }
+        Ok(())
     }
     fn poll_timeout(&mut self) -> PolicyResult<Option<u64>> {
         let h = self.handle()?;
