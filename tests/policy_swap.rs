@@ -157,10 +157,11 @@ async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
             "fault-import",
         )
         .unwrap();
-    assert!(matches!(
-        agent.swap(import).await,
-        Err(SwapRefused::Import(_))
-    ));
+    match agent.swap(import).await {
+        // Refused in the binary format, and again when offered as JSON.
+        Err(SwapRefused::Import(e)) => assert!(e.contains("as JSON"), "{e}"),
+        other => panic!("{other:?}"),
+    }
     let warmup = engine
         .load(
             &std::fs::read(policy_variant("fault-trap-warmup").unwrap()).unwrap(),
@@ -240,6 +241,31 @@ async fn a_good_swap_keeps_the_open_transaction_and_queued_tasks() {
             .any(|s| matches!(s, Statement::RemoveNode { host, .. } if host == "10.0.2.2")),
         "the queued group-2 task survived the swap: {stmts:?}"
     );
+}
+
+#[tokio::test]
+async fn a_swap_back_to_a_build_that_reads_only_json_state_goes_through_json() {
+    // Builds before state format 2 refuse the binary export; the running build then hands
+    // over the same state as JSON, mid-switchover.
+    let (mut agent, engine) = paused_agent().await;
+    let json_only = engine
+        .load(
+            &std::fs::read(policy_variant("state-json-only").unwrap()).unwrap(),
+            "state-json-only",
+        )
+        .unwrap();
+    agent.swap(json_only).await.expect("swap through JSON");
+    assert!(agent.session.sim.in_transaction());
+    agent
+        .event(2000, &view("w1b"), &event("after_promote", "w1b"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stmts = turn(&mut agent, 2000).await;
+    assert!(!stmts.contains(&Statement::Begin), "{stmts:?}");
+    assert_eq!(stmts.last(), Some(&Statement::Commit), "{stmts:?}");
+    let primary = agent.session.sim.rows().into_iter().find(|r| r.nodeid == 2);
+    assert_eq!(primary.unwrap().nodename, "10.0.1.2");
 }
 
 #[test]

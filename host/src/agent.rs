@@ -214,10 +214,27 @@ impl<S: MetadataSession> Agent<S> {
             .policy
             .export_state()
             .map_err(|e| SwapRefused::Export(e.to_string()))?;
+        let refused = |r: PolicyResult<Result<WasmPolicy, String>>| match r {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(e.to_string()),
+        };
         let mut next = match candidate.import_handler(&state) {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(SwapRefused::Import(e)),
-            Err(e) => return Err(SwapRefused::Import(e.to_string())),
+            first => {
+                // A build older than the binary state format reads only JSON: offer that.
+                let why = refused(first).unwrap_or_default();
+                match self.policy.export_state_json() {
+                    Ok(Some(json)) => match candidate.import_handler(&json) {
+                        Ok(Ok(p)) => p,
+                        again => {
+                            let also = refused(again).unwrap_or_default();
+                            return Err(SwapRefused::Import(format!("{why}; as JSON: {also}")));
+                        }
+                    },
+                    _ => return Err(SwapRefused::Import(why)),
+                }
+            }
         };
         next.poll_timeout()
             .and_then(|_| next.version())

@@ -317,6 +317,11 @@ impl GuestHandler for HandlerResource {
     }
 
     #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    fn export_state_json(&self) -> Vec<u8> {
+        self.0.borrow().export_state_json()
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
     fn handle_heartbeat_packed(
         &self,
         now: t::Instant,

@@ -34,7 +34,7 @@ pub struct Group {
     /// Rows the topology cannot hold: their address is the one a paused (`-demoted`) primary
     /// row of the group stands for. Only an outside change can leave such a row; the next
     /// transition removes it first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::state::empty_in_json")]
     pub stale: Vec<Node>,
 }
 

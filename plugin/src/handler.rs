@@ -29,8 +29,7 @@ pub const METADATA_SYNC_WAIT_MS: u64 = 1_000;
 /// How soon to try again after the metadata could not be loaded.
 pub const RELOAD_RETRY_MS: u64 = 1_000;
 
-/// Export format of [`Handler::export_state`]; bump when the shape changes incompatibly.
-pub const STATE_FORMAT: u32 = 1;
+pub use crate::state::STATE_FORMAT;
 
 /// What the policy did with a worker event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +127,7 @@ pub struct Handler {
     completed: Vec<Ticket>,
     metrics: Metrics,
     /// Statements of the last `poll_statements` batch issued beyond the one awaited.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::state::zero_in_json")]
     batch_ahead: usize,
     #[serde(skip)]
     logs: Vec<LogLine>,
@@ -164,12 +163,6 @@ impl ViewMemo {
     fn forget_all(&mut self) {
         self.matched.clear();
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Exported {
-    format: u32,
-    handler: Handler,
 }
 
 impl Handler {
@@ -209,41 +202,20 @@ impl Handler {
 
     // ----- state hand-off -------------------------------------------------------------
 
-    /// The whole state as versioned bytes, so that a new build continues where this one stopped.
+    /// The whole state as versioned bytes, so that a new build continues where this one stopped
+    /// (the compact binary format; see [`crate::state`]).
     pub fn export_state(&self) -> Vec<u8> {
-        serde_json::to_vec(&ExportedRef {
-            format: STATE_FORMAT,
-            handler: self,
-        })
-        .expect("state serialises")
+        crate::state::export(self)
     }
 
+    /// The state in the JSON format (1) every earlier build reads, for a swap to one of them.
+    pub fn export_state_json(&self) -> Vec<u8> {
+        crate::state::export_json(self)
+    }
+
+    /// Continue from a state this or an earlier build exported, in either format.
     pub fn import_state(bytes: &[u8]) -> Result<Handler, String> {
-        #[derive(Deserialize)]
-        struct Header {
-            format: u32,
-        }
-        // One parse in the usual case (a policy swap hands over the state of every group);
-        // the header is read on its own only to explain a failure or a newer format.
-        let parsed = serde_json::from_slice::<Exported>(bytes);
-        if let Ok(exported) = parsed.as_ref() {
-            if exported.format <= STATE_FORMAT {
-                return parsed
-                    .map(|e| e.handler)
-                    .map_err(|e| format!("state does not parse: {e}"));
-            }
-        }
-        let header: Header = serde_json::from_slice(bytes)
-            .map_err(|e| format!("state is not a citus-ha export: {e}"))?;
-        if header.format > STATE_FORMAT {
-            return Err(format!(
-                "state format {} is newer than this build understands ({STATE_FORMAT})",
-                header.format
-            ));
-        }
-        parsed
-            .map(|e| e.handler)
-            .map_err(|e| format!("state does not parse: {e}"))
+        crate::state::import(bytes)
     }
 
     // ----- inputs ---------------------------------------------------------------------
@@ -1126,16 +1098,6 @@ impl Handler {
             })
             .collect();
     }
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-#[derive(Serialize)]
-struct ExportedRef<'a> {
-    format: u32,
-    handler: &'a Handler,
 }
 
 fn step_statement(step: &Step, task: &Task) -> Statement {
@@ -2625,10 +2587,41 @@ mod tests {
     fn import_refuses_foreign_or_newer_state() {
         assert!(Handler::import_state(b"garbage").is_err());
         let h = settled();
-        let mut v: serde_json::Value = serde_json::from_slice(&h.h.export_state()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&h.h.export_state_json()).unwrap();
         v["format"] = serde_json::json!(STATE_FORMAT + 1);
         let err = Handler::import_state(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(err.contains("newer"), "{err}");
+        let mut bin = h.h.export_state();
+        bin[4] += 1;
+        let err = Handler::import_state(&bin).unwrap_err();
+        assert!(err.contains("newer"), "{err}");
+        let mut cut = h.h.export_state();
+        cut.truncate(cut.len() / 2);
+        let err = Handler::import_state(&cut).unwrap_err();
+        assert!(err.contains("does not parse"), "{err}");
+    }
+
+    #[test]
+    fn both_state_formats_carry_the_whole_state() {
+        let mut h = settled();
+        h.event(&base(), &ev("before_demote", 1, "w1a"));
+        h.clean_turn();
+        h.heartbeat(&with_g1(
+            Some("w1a"),
+            vec![primary(m("w1a", "10.0.1.1")), m("w1c", "10.0.1.3")],
+        ));
+        let bin = h.h.export_state();
+        let json = h.h.export_state_json();
+        assert!(
+            bin.len() * 3 < json.len(),
+            "{} vs {}",
+            bin.len(),
+            json.len()
+        );
+        let from_bin = Handler::import_state(&bin).unwrap();
+        let from_json = Handler::import_state(&json).unwrap();
+        assert_eq!(from_bin.export_state_json(), json);
+        assert_eq!(from_json.export_state(), bin);
     }
 
     // ----- minimal cases found by the property tests (tests/properties.rs) -------------

@@ -17,6 +17,7 @@ pub mod packed_view;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_exec;
 pub mod slots;
+pub mod state;
 pub mod statement;
 pub mod task_queue;
 pub mod transition;

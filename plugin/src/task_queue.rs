@@ -19,15 +19,15 @@ pub struct Task {
     /// Set for tasks from worker events: how long their transaction may stay open (ms).
     // Absent fields (the usual case) are left out of the exported state, which a policy swap
     // serialises for every cached group; a missing field imports as None, as before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
     pub timeout_ms: Option<u64>,
     pub cooldown_ms: i32,
     /// When an open transaction of this task must be rolled back (ms, host clock).
     pub deadline: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
     pub ticket: Option<Ticket>,
     /// Not to be picked before this time (Citus asked to wait for metadata sync).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
     pub not_before: Option<u64>,
 }
 

@@ -57,6 +57,8 @@ pub(crate) trait ContractApi: Send + Sync {
         state: &[u8],
     ) -> R<Result<ResourceAny, String>>;
     fn export_state(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u8>>;
+    /// The JSON state (contract 0.3.0 and later; None before, where `export_state` is JSON).
+    fn export_state_json(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Vec<u8>>>;
     fn heartbeat(
         &self,
         s: &mut Store<HostState>,
@@ -251,6 +253,11 @@ struct BatchExports {
     results: ComponentExportIndex,
 }
 
+fn optional_export(component: &Component, iface: &str, name: &str) -> Option<ComponentExportIndex> {
+    let (_, i) = component.get_export(None, iface)?;
+    component.get_export(Some(&i), name).map(|(_, idx)| idx)
+}
+
 fn batch_exports(component: &Component, iface: &str) -> Option<BatchExports> {
     let (_, i) = component.get_export(None, iface)?;
     let find = |name: &str| component.get_export(Some(&i), name).map(|(_, idx)| idx);
@@ -312,6 +319,7 @@ macro_rules! contract {
                 heartbeat: ComponentExportIndex,
                 event: ComponentExportIndex,
                 batches: Option<BatchExports>,
+                export_json: Option<ComponentExportIndex>,
             }
 
             pub(crate) fn link(
@@ -329,6 +337,7 @@ macro_rules! contract {
                     heartbeat,
                     event,
                     batches: batch_exports(component, $iface),
+                    export_json: optional_export(component, $iface, "[method]handler.export-state-json"),
                 }))
             }
 
@@ -357,7 +366,11 @@ macro_rules! contract {
                             })
                         }
                     };
-                    Ok(Box::new(Api { bindings, heartbeat, event, batches }))
+                    let export_json = match self.export_json {
+                        Some(i) => Some(instance.get_func(&mut *s, i).ok_or_else(missing)?.typed(&*s)?),
+                        None => None,
+                    };
+                    Ok(Box::new(Api { bindings, heartbeat, event, batches, export_json }))
                 }
             }
 
@@ -367,6 +380,7 @@ macro_rules! contract {
                 heartbeat: Func,
                 event: Func,
                 batches: Option<Batches>,
+                export_json: Option<TypedFunc<(ResourceAny,), (Vec<u8>,)>>,
             }
 
             type PackedHeartbeatResults = (Result<(), t::InvalidInput>,);
@@ -527,6 +541,10 @@ macro_rules! contract {
                 }
                 fn export_state(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u8>> {
                     self.p().handler().call_export_state(s, h)
+                }
+                fn export_state_json(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Vec<u8>>> {
+                    let Some(f) = &self.export_json else { return Ok(None) };
+                    Ok(Some(f.call(&mut *s, (h,))?.0))
                 }
                 fn heartbeat(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
                     // SAFETY: the function's type was checked with these parameter types (up to

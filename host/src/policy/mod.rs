@@ -78,6 +78,11 @@ pub trait Policy: Send {
     fn poll_timeout(&mut self) -> PolicyResult<Option<u64>>;
     fn poll_completed(&mut self) -> PolicyResult<Vec<u64>>;
     fn export_state(&mut self) -> PolicyResult<Vec<u8>>;
+    /// The state in the JSON format every build reads, when this build also writes another
+    /// (None: `export_state` already is that format).
+    fn export_state_json(&mut self) -> PolicyResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
     /// None when the build's contract has no metrics (0.1.0).
     fn metrics(&mut self) -> PolicyResult<Option<Metrics>>;
 }

@@ -130,6 +130,9 @@ impl Policy for NativePolicy {
     fn export_state(&mut self) -> PolicyResult<Vec<u8>> {
         Ok(self.handler.export_state())
     }
+    fn export_state_json(&mut self) -> PolicyResult<Option<Vec<u8>>> {
+        Ok(Some(self.handler.export_state_json()))
+    }
     fn metrics(&mut self) -> PolicyResult<Option<Metrics>> {
         Ok(Some(self.handler.metrics()))
     }

@@ -122,6 +122,10 @@ impl PolicyEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // For profiling the guest with `perf`: /tmp/perf-PID.map names its compiled functions.
+        if std::env::var_os("CITUS_HA_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s) = (engine.weak(), stop.clone());
@@ -506,6 +510,10 @@ impl Policy for WasmPolicy {
     fn export_state(&mut self) -> PolicyResult<Vec<u8>> {
         let h = self.handle()?;
         self.call(|a, s| a.export_state(s, h))
+    }
+    fn export_state_json(&mut self) -> PolicyResult<Option<Vec<u8>>> {
+        let h = self.handle()?;
+        self.call(|a, s| a.export_state_json(s, h))
     }
     fn metrics(&mut self) -> PolicyResult<Option<Metrics>> {
         let h = self.handle()?;
