@@ -30,21 +30,30 @@ pub struct PackedView<'a> {
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// Packs successive views for one handler, marking the groups that did not change.
+///
+/// It keeps one buffer: the last view. A view equal to it group for group is "packed" by
+/// comparing each freshly encoded group (in a small scratch buffer) with its bytes and setting
+/// the flags in place, so the steady case writes nothing large; the first group that differs
+/// starts a new buffer (the equal prefix copied), which replaces the old one at the end.
 #[derive(Debug, Default)]
 pub struct Packer {
-    current: Encoded,
-    previous: Encoded,
+    seq: Option<u64>,
+    bytes: Vec<u8>,
+    /// (group id, header start, body start, body end) of `bytes`, in order.
+    groups: Vec<GroupIndex>,
+    /// One group (header and body) as just encoded.
+    scratch: Vec<u8>,
     /// Scratch for a group's shape while its text is written.
     shape: Vec<u8>,
 }
 
-#[derive(Debug, Default)]
-struct Encoded {
-    seq: Option<u64>,
-    bytes: Vec<u8>,
-    /// (group id, body range) in the order written (ascending id, coordinator first).
-    groups: Vec<(GroupId, usize, usize)>,
-}
+type GroupIndex = (GroupId, usize, usize, usize);
+
+/// Header of a group: id, flags, body length.
+const GROUP_HEADER: usize = 9;
+
+/// The new buffer, once a view differs from the last one.
+type Fresh = Option<(Vec<u8>, Vec<GroupIndex>)>;
 
 impl Packer {
     pub fn new() -> Self {
@@ -54,76 +63,96 @@ impl Packer {
     /// Forget the previous view: the next one is sent with no `base` (after the handler behind
     /// this packer was replaced, or a call with the view failed).
     pub fn reset(&mut self) {
-        // `pack` compares with what is `current` now (it becomes `previous` first).
-        self.current.seq = None;
-        self.current.groups.clear();
+        self.seq = None;
     }
 
     /// Packs `view`, with unchanged marks relative to the previous call's view.
     pub fn pack(&mut self, view: &ClusterView) -> PackedView<'_> {
-        std::mem::swap(&mut self.current, &mut self.previous);
-        let base = self.previous.seq;
+        let base = self.seq;
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let mut w = Writer {
-            cur: &mut self.current,
-            prev: &self.previous,
-            at_prev: 0,
-            shape: &mut self.shape,
+        let count = (view.workers.len() + 1) as u32;
+        let same_header = self.bytes.len() >= 8
+            && self.bytes[..4] == *MAGIC
+            && self.bytes[4..8] == count.to_le_bytes();
+        let mut fresh: Fresh = if same_header {
+            None
+        } else {
+            let mut b = Vec::with_capacity(self.bytes.len().max(64));
+            b.extend_from_slice(MAGIC);
+            b.extend_from_slice(&count.to_le_bytes());
+            Some((b, Vec::with_capacity(count as usize)))
         };
-        w.cur.bytes.clear();
-        w.cur.groups.clear();
-        w.cur.seq = Some(seq);
-        w.cur.bytes.extend_from_slice(MAGIC);
-        w.cur
-            .bytes
-            .extend_from_slice(&((view.workers.len() + 1) as u32).to_le_bytes());
-        w.group(COORDINATOR_GROUP, &view.coordinator);
+        let mut cursor = (0, 0);
+        self.put(
+            &mut fresh,
+            &mut cursor,
+            base,
+            COORDINATOR_GROUP,
+            &view.coordinator,
+        );
         if view.workers.windows(2).all(|w| w[0].0 < w[1].0) {
             for (g, v) in &view.workers {
-                w.group(*g, v);
+                self.put(&mut fresh, &mut cursor, base, *g, v);
             }
         } else {
             let mut sorted: Vec<&(GroupId, GroupView)> = view.workers.iter().collect();
             sorted.sort_by_key(|(g, _)| *g);
             for (g, v) in sorted {
-                w.group(*g, v);
+                self.put(&mut fresh, &mut cursor, base, *g, v);
             }
         }
+        if let Some((b, index)) = fresh {
+            self.bytes = b;
+            self.groups = index;
+        }
+        self.seq = Some(seq);
         PackedView {
             seq,
             base,
-            bytes: &self.current.bytes,
+            bytes: &self.bytes,
         }
     }
-}
 
-/// Writes groups and marks each one that is byte for byte as in the previous view, right
-/// after writing it (while its bytes are still in cache).
-struct Writer<'a> {
-    cur: &'a mut Encoded,
-    prev: &'a Encoded,
-    at_prev: usize,
-    shape: &'a mut Vec<u8>,
-}
-
-impl Writer<'_> {
-    fn group(&mut self, g: GroupId, v: &GroupView) {
-        let out = &mut self.cur.bytes;
-        let (from, to) = write_group(out, self.shape, g, v);
-        self.cur.groups.push((g, from, to));
-        if self.prev.seq.is_none() {
-            return;
+    /// Group number `cursor.0` of the new view; `cursor.1` walks the last view's groups.
+    fn put(
+        &mut self,
+        fresh: &mut Fresh,
+        cursor: &mut (usize, usize),
+        base: Option<u64>,
+        g: GroupId,
+        v: &GroupView,
+    ) {
+        let (i, at_prev) = cursor;
+        self.scratch.clear();
+        write_group(&mut self.scratch, &mut self.shape, g, v);
+        let body = &self.scratch[GROUP_HEADER..];
+        while *at_prev < self.groups.len() && self.groups[*at_prev].0 < g {
+            *at_prev += 1;
         }
-        let prev = &self.prev.groups;
-        while self.at_prev < prev.len() && prev[self.at_prev].0 < g {
-            self.at_prev += 1;
-        }
-        if let Some(&(pg, pf, pt)) = prev.get(self.at_prev) {
-            if pg == g && self.prev.bytes[pf..pt] == out[from..to] {
-                // The flag byte sits just before the body length.
-                out[from - 5] |= UNCHANGED;
+        let same = self
+            .groups
+            .get(*at_prev)
+            .is_some_and(|&(pg, _, f, t)| pg == g && self.bytes[f..t] == *body);
+        let flag = if same && base.is_some() { UNCHANGED } else { 0 };
+        if fresh.is_none() {
+            if same && *at_prev == *i {
+                let head = self.groups[*i].1;
+                self.bytes[head + 4] = flag;
+                *i += 1;
+                return;
             }
+            // The first difference: the groups before it stay as they are.
+            let cut = self.groups.get(*i).map_or(self.bytes.len(), |x| x.1);
+            let mut b = Vec::with_capacity(self.bytes.len());
+            b.extend_from_slice(&self.bytes[..cut]);
+            *fresh = Some((b, self.groups[..*i].to_vec()));
         }
+        let (b, index) = fresh.as_mut().expect("set above");
+        let head = b.len();
+        b.extend_from_slice(&self.scratch);
+        b[head + 4] = flag;
+        index.push((g, head, head + GROUP_HEADER, b.len()));
+        *i += 1;
     }
 }
 
@@ -131,7 +160,7 @@ impl Writer<'_> {
 pub fn pack_once(view: &ClusterView) -> Vec<u8> {
     let mut p = Packer::new();
     p.pack(view);
-    std::mem::take(&mut p.current.bytes)
+    p.bytes
 }
 
 /// Writes one group; returns its body's range. The body is the group's text (every string,
@@ -278,56 +307,106 @@ fn bad(at: usize, problem: Problem) -> BadView {
 /// The group headers of a packed view, checked: magic, count, ascending ids (coordinator
 /// first), bodies within the buffer. Bodies are checked when decoded.
 pub fn groups(bytes: &[u8]) -> Result<Vec<GroupEntry<'_>>, BadView> {
-    let mut r = Reader { bytes, pos: 0 };
-    if r.take::<BadView>(4)? != MAGIC {
-        return Err(bad(0, Problem::Magic));
-    }
-    let count = r.u32::<BadView>()? as usize;
-    // Each group takes at least 13 bytes: a count beyond that is a lie, not an allocation.
-    if count > bytes.len() / 13 + 1 {
-        return Err(bad(
-            4,
-            Problem::GroupCount {
-                count,
-                len: bytes.len(),
-            },
-        ));
-    }
-    let mut out: Vec<GroupEntry<'_>> = Vec::with_capacity(count);
-    for i in 0..count {
-        let head = r.pos;
-        let id = r.i32::<BadView>()?;
-        let flags = r.u8::<BadView>()?;
-        if flags & !UNCHANGED != 0 {
-            return Err(bad(head + 4, Problem::Flags(flags)));
+    Groups::new(bytes)?.collect()
+}
+
+/// The group headers one by one, checked as [`groups`] checks them, without a list: a steady
+/// heartbeat walks the headers of a large view twice and reads no body.
+pub struct Groups<'a> {
+    r: Reader<'a>,
+    left: usize,
+    prev: Option<GroupId>,
+    failed: bool,
+}
+
+impl<'a> Groups<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<Self, BadView> {
+        let mut r = Reader { bytes, pos: 0 };
+        if r.take::<BadView>(4)? != MAGIC {
+            return Err(bad(0, Problem::Magic));
         }
-        let len = r.u32::<BadView>()? as usize;
+        let count = r.u32::<BadView>()? as usize;
+        // Each group takes at least 13 bytes: a count beyond that is a lie.
+        if count > bytes.len() / 13 + 1 {
+            return Err(bad(
+                4,
+                Problem::GroupCount {
+                    count,
+                    len: bytes.len(),
+                },
+            ));
+        }
+        if count == 0 {
+            return Err(bad(4, Problem::NoGroups));
+        }
+        Ok(Groups {
+            r,
+            left: count,
+            prev: None,
+            failed: false,
+        })
+    }
+
+    fn entry(&mut self) -> Result<GroupEntry<'a>, BadView> {
+        let (pos, prev, left) = (self.r.pos, self.prev, self.left);
+        // The fast pass learns only *that* a header is wrong; then it is read again to say how.
+        self.entry_with::<Refused>().map_err(|Refused| {
+            (self.r.pos, self.prev, self.left) = (pos, prev, left);
+            match self.entry_with::<BadView>() {
+                Err(e) => e,
+                Ok(_) => bad(pos, Problem::Inconsistent),
+            }
+        })
+    }
+
+    #[inline]
+    fn entry_with<E: Report>(&mut self) -> Result<GroupEntry<'a>, E> {
+        let r = &mut self.r;
+        let head = r.pos;
+        let id = r.i32::<E>()?;
+        let flags = r.u8::<E>()?;
+        if flags & !UNCHANGED != 0 {
+            return Err(E::problem(head + 4, || Problem::Flags(flags)));
+        }
+        let len = r.u32::<E>()? as usize;
         let at = r.pos;
         let body = r
-            .take::<BadView>(len)
-            .map_err(|_| bad(head, Problem::BodyPastEnd { id, len }))?;
-        if i == 0 && id != COORDINATOR_GROUP {
-            return Err(bad(head, Problem::FirstNotCoordinator(id)));
-        }
-        if let Some(prev) = out.last() {
-            if id <= prev.id {
-                return Err(bad(head, Problem::Order { id, prev: prev.id }));
+            .take::<E>(len)
+            .map_err(|_| E::problem(head, || Problem::BodyPastEnd { id, len }))?;
+        match self.prev {
+            None if id != COORDINATOR_GROUP => {
+                return Err(E::problem(head, || Problem::FirstNotCoordinator(id)))
             }
+            Some(prev) if id <= prev => {
+                return Err(E::problem(head, || Problem::Order { id, prev }))
+            }
+            _ => {}
         }
-        out.push(GroupEntry {
+        self.prev = Some(id);
+        self.left -= 1;
+        if self.left == 0 && self.r.pos != self.r.bytes.len() {
+            return Err(E::problem(self.r.pos, || Problem::TrailingGroups));
+        }
+        Ok(GroupEntry {
             id,
             unchanged: flags & UNCHANGED != 0,
             body,
             at,
-        });
+        })
     }
-    if r.pos != bytes.len() {
-        return Err(bad(r.pos, Problem::TrailingGroups));
+}
+
+impl<'a> Iterator for Groups<'a> {
+    type Item = Result<GroupEntry<'a>, BadView>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 || self.failed {
+            return None;
+        }
+        let e = self.entry();
+        self.failed = e.is_err();
+        Some(e)
     }
-    if out.is_empty() {
-        return Err(bad(4, Problem::NoGroups));
-    }
-    Ok(out)
 }
 
 impl<'a> GroupEntry<'a> {
