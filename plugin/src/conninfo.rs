@@ -151,43 +151,41 @@ fn scan_plain(text: &str) -> Option<(&str, i32, bool)> {
     } else {
         return None;
     };
-    let (mut colon, mut numeric, mut dots, mut upper) = (None, true, 0, false);
-    let (mut port, mut port_digits) = (0i32, 0);
-    let mut end = b.len();
-    for (i, &c) in b.iter().enumerate().skip(start) {
-        let k = CLASS[c as usize];
-        if k & END != 0 {
-            end = i;
+    // The host: one table lookup a byte, the classes seen or-ed together, no branch per class.
+    let rest = &b[start..];
+    let (mut len, mut seen, mut dots) = (0, 0u8, 0u32);
+    while len < rest.len() {
+        let k = CLASS[rest[len] as usize];
+        if k & (COLON | END) != 0 {
             break;
         }
-        if k & COLON != 0 {
-            if colon.is_some() {
-                return None;
-            }
-            colon = Some(i);
-        } else if colon.is_none() {
-            match k {
-                DIGIT => {}
-                DOT => dots += 1,
-                LOWER | DASH => numeric = false,
-                UPPER => (numeric, upper) = (false, true),
-                _ => return None,
-            }
-        } else {
-            if k != DIGIT || port_digits == 5 {
-                return None;
-            }
-            port = port * 10 + i32::from(c - b'0');
-            port_digits += 1;
+        if k == 0 {
+            return None;
         }
+        seen |= k;
+        dots += u32::from(k == DOT);
+        len += 1;
     }
+    let (upper, numeric) = (seen & UPPER != 0, seen & (LOWER | UPPER | DASH) == 0);
     // Every split point is an ASCII byte, hence a char boundary.
-    let host = &text[start..colon.unwrap_or(end)];
-    let port = match colon {
-        Some(_) if port_digits == 0 || !(1..=65535).contains(&port) => return None,
-        Some(_) => port,
-        None => DEFAULT_PORT,
-    };
+    let host = &text[start..start + len];
+    let mut port = DEFAULT_PORT;
+    if rest.get(len) == Some(&b':') {
+        let (mut at, mut p, mut digits) = (len + 1, 0i32, 0);
+        while let Some(&c) = rest.get(at).filter(|c| c.is_ascii_digit()) {
+            if digits == 5 {
+                return None;
+            }
+            p = p * 10 + i32::from(c - b'0');
+            digits += 1;
+            at += 1;
+        }
+        let ends = rest.get(at).is_none_or(|&c| CLASS[c as usize] & END != 0);
+        if digits == 0 || !ends || !(1..=65535).contains(&p) {
+            return None;
+        }
+        port = p;
+    }
     if host.is_empty() || host.starts_with('.') {
         return None;
     }

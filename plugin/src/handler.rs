@@ -802,15 +802,16 @@ impl Handler {
         leader: &MemberRef<'v>,
     ) -> bool {
         use crate::conninfo::plain_address;
-        if self.schedule_load
-            || self.queue.get(g).is_some()
-            || self.in_flight.as_ref().is_some_and(|f| f.groupid() == g)
-        {
+        if self.schedule_load {
             return false;
         }
         let Some(cached) = self.cache.get(&g) else {
             return false;
         };
+        if self.queue.get(g).is_some() || self.in_flight.as_ref().is_some_and(|f| f.groupid() == g)
+        {
+            return false;
+        }
         if cached.event != EventKind::AfterPromote {
             return false;
         }
@@ -902,9 +903,10 @@ impl Handler {
     fn add_task(&mut self, task: Task, now: Instant) -> bool {
         let g = task.groupid();
         let in_flight_same_group = self.in_flight.as_ref().is_some_and(|f| f.groupid() == g);
+        let queued = self.queue.get(g);
         if !task.from_event() {
             // A heartbeat never overrides a task from a worker event ...
-            if self.queue.get(g).is_some_and(Task::from_event) {
+            if queued.is_some_and(Task::from_event) {
                 return false;
             }
             // ... nor disturbs a switchover in progress before its deadline (the DCS may not
@@ -915,7 +917,7 @@ impl Handler {
                 }
             }
         }
-        if let Some(queued) = self.queue.get(g) {
+        if let Some(queued) = queued {
             if queued.same_as(&task) {
                 return false;
             }

@@ -4,7 +4,7 @@ use crate::event::EventKind;
 use crate::group::Group;
 use crate::node::GroupId;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A host-visible handle for a worker event whose task someone waits for.
 pub type Ticket = u64;
@@ -46,10 +46,14 @@ impl Task {
 }
 
 /// Tasks by group with their arrival order. Replacing a group's task keeps its place in line.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct TaskQueue {
     by_group: BTreeMap<GroupId, (u64, Task)>,
-    order: BTreeMap<u64, GroupId>,
+    /// (arrival number, group), oldest first. An entry whose number is no longer its group's
+    /// (the task was removed) is dropped lazily: pushing is one append, not a second tree
+    /// insert. Exported as the map {arrival number: group} of the live entries, as before.
+    #[serde(deserialize_with = "order_from_map")]
+    order: VecDeque<(u64, GroupId)>,
     next_seq: u64,
 }
 
@@ -71,7 +75,7 @@ impl TaskQueue {
         debug_assert!(!self.by_group.contains_key(&task.groupid()));
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.insert(seq, task.groupid());
+        self.order.push_back((seq, task.groupid()));
         self.by_group.insert(task.groupid(), (seq, task));
     }
     /// Replaces the group's queued task in place; returns the old one.
@@ -80,13 +84,31 @@ impl TaskQueue {
         Some(std::mem::replace(&mut slot.1, task))
     }
     pub fn remove(&mut self, group: GroupId) -> Option<Task> {
-        let (seq, task) = self.by_group.remove(&group)?;
-        self.order.remove(&seq);
+        let (_, task) = self.by_group.remove(&group)?;
+        // Drop the entries that no longer stand for a task from the front, and compact when
+        // most of the line is stale (removals out of order).
+        while let Some(&(seq, g)) = self.order.front() {
+            if self.is_live(seq, g) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.by_group.len() + 16 {
+            let by_group = &self.by_group;
+            self.order
+                .retain(|&(seq, g)| by_group.get(&g).is_some_and(|(s, _)| *s == seq));
+        }
         Some(task)
+    }
+    fn is_live(&self, seq: u64, g: GroupId) -> bool {
+        self.by_group.get(&g).is_some_and(|(s, _)| *s == seq)
     }
     /// Groups in arrival order, oldest first.
     pub fn groups_in_order(&self) -> impl Iterator<Item = GroupId> + '_ {
-        self.order.values().copied()
+        self.order
+            .iter()
+            .filter(|&&(seq, g)| self.is_live(seq, g))
+            .map(|&(_, g)| g)
     }
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.by_group.values().map(|(_, t)| t)
@@ -98,6 +120,32 @@ impl TaskQueue {
             .map(|(_, t)| t)
             .collect()
     }
+}
+
+impl Serialize for TaskQueue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let order: BTreeMap<u64, GroupId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&(seq, g)| self.is_live(seq, g))
+            .collect();
+        let mut st = s.serialize_struct("TaskQueue", 3)?;
+        st.serialize_field("by_group", &self.by_group)?;
+        st.serialize_field("order", &order)?;
+        st.serialize_field("next_seq", &self.next_seq)?;
+        st.end()
+    }
+}
+
+/// The arrival order from the map {arrival number: group} (ascending numbers).
+fn order_from_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<VecDeque<(u64, GroupId)>, D::Error> {
+    Ok(BTreeMap::<u64, GroupId>::deserialize(d)?
+        .into_iter()
+        .collect())
 }
 
 #[cfg(test)]
@@ -147,5 +195,28 @@ mod tests {
         assert_eq!(q.groups_in_order().next(), Some(1));
         assert_eq!(q.len(), 2);
         assert!(q.replace(task(9, 7)).is_none());
+    }
+
+    #[test]
+    fn removed_tasks_leave_the_line_and_the_export() {
+        let mut q = TaskQueue::default();
+        for (id, g) in [(1, 5), (2, 6), (3, 7), (4, 8)] {
+            q.push(task(id, g));
+        }
+        q.remove(6);
+        q.remove(5);
+        assert_eq!(q.groups_in_order().collect::<Vec<_>>(), vec![7, 8]);
+        q.push(task(5, 6));
+        assert_eq!(q.groups_in_order().collect::<Vec<_>>(), vec![7, 8, 6]);
+        let json: serde_json::Value = serde_json::to_value(&q).unwrap();
+        assert_eq!(json["order"], serde_json::json!({"2": 7, "3": 8, "4": 6}));
+        let back: TaskQueue = serde_json::from_value(json).unwrap();
+        assert_eq!(back.groups_in_order().collect::<Vec<_>>(), vec![7, 8, 6]);
+        // Removals out of order are compacted away before the line grows without bound.
+        for i in 0..100 {
+            q.push(task(100 + i, 100 + i as GroupId));
+            q.remove(100 + i as GroupId);
+        }
+        assert!(q.order.len() <= 2 * q.len() + 16, "{}", q.order.len());
     }
 }
