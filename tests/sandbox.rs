@@ -70,3 +70,38 @@ async fn endless_loop_is_stopped_and_the_host_keeps_serving() {
 async fn unbounded_allocation_is_stopped_and_the_host_keeps_serving() {
     runaway("fault-alloc").await;
 }
+
+#[tokio::test]
+async fn a_build_that_refuses_packed_views_still_gets_every_heartbeat() {
+    // A host and a build that disagree on the packed view: the refusal is logged and the view
+    // goes in as records (which every contract takes); nothing is lost.
+    let engine = engine(2000);
+    let refusing = engine
+        .load(
+            &std::fs::read(policy_variant("fault-packed").unwrap()).unwrap(),
+            "fault-packed",
+        )
+        .unwrap();
+    let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
+    let mut seen = Vec::new();
+    for build in [refusing, good] {
+        let id = identity();
+        let policy = build
+            .new_handler(&id.config, &id.name, &id.connect_url)
+            .unwrap();
+        let mut sim = steady_sim();
+        sim.replace_rows(sim.rows().into_iter().filter(|r| r.groupid != 2).collect());
+        let mut agent = Agent::new(policy, id, SimSession::new(sim));
+        let mut stmts = Vec::new();
+        for now in [0, 1000, 2000] {
+            agent.heartbeat(now, &view("w1b")).await.unwrap();
+            stmts.push(turn(&mut agent, now).await);
+        }
+        assert_eq!(agent.traps, 0);
+        seen.push(stmts);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0][0][0], Statement::LoadMetadata, "{:?}", seen[0]);
+    assert!(seen[0][0].len() > 1, "the heartbeat acted: {:?}", seen[0]);
+    assert!(seen[0][2].is_empty(), "settled: {:?}", seen[0]);
+}

@@ -328,6 +328,12 @@ impl GuestHandler for HandlerResource {
         view: t::PackedView,
     ) -> Result<(), t::InvalidInput> {
         crate::faults::on_heartbeat();
+        if cfg!(feature = "fault-packed") {
+            return Err(t::InvalidInput {
+                field: "view".into(),
+                reason: "this build refuses every packed view (fault-packed test build)".into(),
+            });
+        }
         let view = crate::packed_view::PackedView {
             seq: view.seq,
             base: view.base,
