@@ -35,6 +35,14 @@ pub fn engine(call_timeout_ms: u64) -> PolicyEngine {
     .unwrap()
 }
 
+/// A test build of the policy (`guest_variants::policy_variant`) loaded into `engine`.
+pub fn load_variant(engine: &PolicyEngine, features: &str) -> citus_ha::policy::LoadedPolicy {
+    let path = citus_ha::guest_variants::policy_variant(features).unwrap();
+    engine
+        .load(&std::fs::read(path).unwrap(), features)
+        .unwrap()
+}
+
 /// coord1 with groups 1 and 2, each a primary and a running replica.
 pub fn view(group1_leader: &str) -> ClusterView {
     let (p1, r1, p1ip, r1ip) = if group1_leader == "w1a" {

@@ -123,6 +123,16 @@ async fn paused_agent() -> (Agent<SimSession>, citus_ha::policy::PolicyEngine) {
     (agent, engine)
 }
 
+/// w1b reports `after_promote` for group 1; the statements of the turn that follows.
+async fn promote_w1b(agent: &mut Agent<SimSession>, at: u64) -> Vec<Statement> {
+    agent
+        .event(at, &view("w1b"), &event("after_promote", "w1b"))
+        .await
+        .unwrap()
+        .unwrap();
+    turn(agent, at).await
+}
+
 #[tokio::test]
 async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
     let (mut agent, engine) = paused_agent().await;
@@ -151,23 +161,13 @@ async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
     );
 
     // A build whose state import fails, and one that traps on warm-up.
-    let import = engine
-        .load(
-            &std::fs::read(policy_variant("fault-import").unwrap()).unwrap(),
-            "fault-import",
-        )
-        .unwrap();
+    let import = load_variant(&engine, "fault-import");
     match agent.swap(import).await {
         // Refused in the binary format, and again when offered as JSON.
         Err(SwapRefused::Import(e)) => assert!(e.contains("as JSON"), "{e}"),
         other => panic!("{other:?}"),
     }
-    let warmup = engine
-        .load(
-            &std::fs::read(policy_variant("fault-trap-warmup").unwrap()).unwrap(),
-            "fault-trap-warmup",
-        )
-        .unwrap();
+    let warmup = load_variant(&engine, "fault-trap-warmup");
     assert!(matches!(
         agent.swap(warmup).await,
         Err(SwapRefused::Warmup(_))
@@ -212,22 +212,12 @@ async fn a_good_swap_keeps_the_open_transaction_and_queued_tasks() {
     let mut v = view("w1a");
     v.workers[1].1.members.pop();
     agent.heartbeat(1500, &v).await.unwrap();
-    let older = engine
-        .load(
-            &std::fs::read(policy_variant("wit-v0_1").unwrap()).unwrap(),
-            "older",
-        )
-        .unwrap();
+    let older = load_variant(&engine, "wit-v0_1");
     let before = agent.loaded().unwrap().hash.clone();
     agent.swap(older).await.expect("swap");
     assert_eq!(agent.previous().unwrap().hash, before);
     assert_eq!(agent.loaded().unwrap().contract, "0.1.0");
-    agent
-        .event(2000, &view("w1b"), &event("after_promote", "w1b"))
-        .await
-        .unwrap()
-        .unwrap();
-    let stmts = turn(&mut agent, 2000).await;
+    let stmts = promote_w1b(&mut agent, 2000).await;
     // Group 1 finishes in the same transaction, then group 2's queued task runs.
     assert!(!stmts.contains(&Statement::Begin), "{stmts:?}");
     assert_eq!(
@@ -248,20 +238,10 @@ async fn a_swap_back_to_a_build_that_reads_only_json_state_goes_through_json() {
     // Builds before state format 2 refuse the binary export; the running build then hands
     // over the same state as JSON, mid-switchover.
     let (mut agent, engine) = paused_agent().await;
-    let json_only = engine
-        .load(
-            &std::fs::read(policy_variant("state-json-only").unwrap()).unwrap(),
-            "state-json-only",
-        )
-        .unwrap();
+    let json_only = load_variant(&engine, "state-json-only");
     agent.swap(json_only).await.expect("swap through JSON");
     assert!(agent.session.sim.in_transaction());
-    agent
-        .event(2000, &view("w1b"), &event("after_promote", "w1b"))
-        .await
-        .unwrap()
-        .unwrap();
-    let stmts = turn(&mut agent, 2000).await;
+    let stmts = promote_w1b(&mut agent, 2000).await;
     assert!(!stmts.contains(&Statement::Begin), "{stmts:?}");
     assert_eq!(stmts.last(), Some(&Statement::Commit), "{stmts:?}");
     let primary = agent.session.sim.rows().into_iter().find(|r| r.nodeid == 2);

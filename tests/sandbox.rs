@@ -5,7 +5,6 @@
 mod common;
 
 use citus_ha::agent::Agent;
-use citus_ha::guest_variants::policy_variant;
 use citus_ha::policy::PolicyError;
 use citus_ha::session::sim::SimSession;
 use citus_ha::EMBEDDED_POLICY;
@@ -15,12 +14,7 @@ use std::time::{Duration, Instant};
 
 async fn runaway(features: &str) {
     let engine = engine(200);
-    let bad = engine
-        .load(
-            &std::fs::read(policy_variant(features).unwrap()).unwrap(),
-            features,
-        )
-        .unwrap();
+    let bad = load_variant(&engine, features);
     let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
     let id = identity();
     let policy = bad
@@ -76,12 +70,7 @@ async fn a_build_that_refuses_packed_views_still_gets_every_heartbeat() {
     // A host and a build that disagree on the packed view: the refusal is logged and the view
     // goes in as records (which every contract takes); nothing is lost.
     let engine = engine(2000);
-    let refusing = engine
-        .load(
-            &std::fs::read(policy_variant("fault-packed").unwrap()).unwrap(),
-            "fault-packed",
-        )
-        .unwrap();
+    let refusing = load_variant(&engine, "fault-packed");
     let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
     let mut seen = Vec::new();
     for build in [refusing, good] {

@@ -1213,17 +1213,7 @@ mod tests {
     impl Host {
         fn new(opts: SimOptions, rows: &[(i32, GroupId, &str, &str)]) -> Self {
             let mut sim = Simulator::with_options(opts);
-            sim.replace_rows(
-                rows.iter()
-                    .map(|(id, g, host, role)| Row {
-                        nodeid: *id,
-                        groupid: *g,
-                        nodename: host.to_string(),
-                        nodeport: 5432,
-                        noderole: role_of(role),
-                    })
-                    .collect(),
-            );
+            sim.replace_rows(rows_of(rows));
             Host {
                 h: Handler::new(config(0), "coord1", COORD_URL),
                 sim,
