@@ -163,15 +163,10 @@ pub fn pack_once(view: &ClusterView) -> Vec<u8> {
     p.bytes
 }
 
-/// Writes one group; returns its body's range. The body is the group's text (every string,
+/// Appends one group (header and body) to `out`. The body is the group's text (every string,
 /// one after the other) and then its shape (lengths and flags), so a reader checks the text
 /// for UTF-8 once and slices it, instead of checking each string.
-fn write_group(
-    out: &mut Vec<u8>,
-    shape: &mut Vec<u8>,
-    g: GroupId,
-    v: &GroupView,
-) -> (usize, usize) {
+fn write_group(out: &mut Vec<u8>, shape: &mut Vec<u8>, g: GroupId, v: &GroupView) {
     out.extend_from_slice(&g.to_le_bytes());
     out.push(0);
     let len_at = out.len();
@@ -190,7 +185,6 @@ fn write_group(
     out.extend_from_slice(shape);
     let len = (out.len() - from) as u32;
     out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
-    (from, out.len())
 }
 
 struct GroupWriter<'a> {
