@@ -134,13 +134,9 @@ impl<S: MetadataSession> Agent<S> {
             for stmt in &batch {
                 let result = self.session.execute(stmt).await;
                 seen(stmt, &result);
-                let failed = matches!(
-                    result,
-                    StatementResult::Failed(_) | StatementResult::RolledBack
-                );
+                let ends = result.ends_batch();
                 results.push(result);
-                if failed {
-                    // The rest of the batch depended on this one.
+                if ends {
                     break;
                 }
             }

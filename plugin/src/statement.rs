@@ -41,6 +41,17 @@ pub enum StatementResult {
     Failed(StatementError),
 }
 
+impl StatementResult {
+    /// The statement did not do its work: a host running a batch stops here, because the
+    /// statements after it depended on it.
+    pub fn ends_batch(&self) -> bool {
+        matches!(
+            self,
+            StatementResult::Failed(_) | StatementResult::RolledBack
+        )
+    }
+}
+
 /// A failed statement. The host has already discarded the session's open transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementError {

@@ -393,7 +393,7 @@ impl Host {
                     self.trace
                 );
             }
-            let stop = matches!(result, StatementResult::Failed(_));
+            let stop = result.ends_batch();
             if self.packer.is_some() {
                 results.push(result);
                 if stop {

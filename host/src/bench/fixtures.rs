@@ -6,7 +6,7 @@ use crate::policy::{Policy, PolicyResult};
 use crate::session::sim::SimSession;
 use citus_ha_policy::dcs::{ClusterView, GroupView, Member};
 use citus_ha_policy::slots::ReplicationSlot;
-use citus_ha_policy::{CitusConfig, StatementResult};
+use citus_ha_policy::CitusConfig;
 use citus_sim::{Row, Simulator};
 
 pub const NAME: &str = "coord-0";
@@ -102,13 +102,10 @@ pub fn turn(p: &mut dyn Policy, session: &mut SimSession, now: u64) -> PolicyRes
         let mut results = Vec::with_capacity(batch.len());
         for stmt in &batch {
             let result = session.run(stmt);
-            let failed = matches!(
-                result,
-                StatementResult::Failed(_) | StatementResult::RolledBack
-            );
+            let ends = result.ends_batch();
             results.push(result);
             n += 1;
-            if failed {
+            if ends {
                 break;
             }
         }

@@ -482,10 +482,11 @@ impl Policy for WasmPolicy {
     }
     fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {
         let h = self.handle()?;
-        match self.call(|a, s| a.poll_statements(s, h, now))? {
-            Some(batch) => Ok(batch),
-            None => Ok(self.poll_statement(now)?.into_iter().collect()),
+        if !self.api.has_batches() {
+            return Ok(self.poll_statement(now)?.into_iter().collect());
         }
+        self.call(|a, s| a.poll_statements(s, h, now))
+            .map(Option::unwrap_or_default)
     }
     fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()> {
         let h = self.handle()?;
