@@ -1,23 +1,16 @@
 //! `citus-ha bench --quick --json` runs without a database and prints one JSON object per
 //! line for every benchmark of issue 6 except `event_to_statement` (which needs --db).
 
+#[path = "common_policy.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::Command;
 
 #[test]
 fn quick_bench_prints_every_line() {
-    let out = Command::new(env!("CARGO_BIN_EXE_citus-ha"))
-        .args(["bench", "--quick", "--json"])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::citus_ha(&["bench", "--quick", "--json"]);
     let mut lines: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for l in String::from_utf8(out.stdout).unwrap().lines() {
+    for l in out.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
         lines.insert(v["bench"].as_str().expect("bench name").to_string(), v);
     }

@@ -97,12 +97,10 @@ pub fn event(kind: &str, leader: &str) -> String {
     format!(r#"{{"type":"{kind}","group":1,"leader":"{leader}","timeout":30,"cooldown":10}}"#)
 }
 
-/// `citus-ha replay FILE EXTRA...`: its stdout, after asserting it succeeded.
-pub fn replay(file: &std::path::Path, extra: &[&str]) -> String {
+/// `citus-ha ARGS...`: its stdout, after asserting it succeeded (stderr in the message).
+pub fn citus_ha<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_citus-ha"))
-        .arg("replay")
-        .arg(file)
-        .args(extra)
+        .args(args)
         .env("RUST_LOG", "error")
         .output()
         .unwrap();
@@ -112,4 +110,11 @@ pub fn replay(file: &std::path::Path, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `citus-ha replay FILE EXTRA...`: its stdout, after asserting it succeeded.
+pub fn replay(file: &std::path::Path, extra: &[&str]) -> String {
+    let mut args = vec![std::ffi::OsStr::new("replay"), file.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    citus_ha(&args)
 }

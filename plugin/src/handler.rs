@@ -1292,6 +1292,23 @@ mod tests {
             self.h.handle_demote();
         }
 
+        /// `leader` reports `after_promote` for group 1 in view `v`: the open transaction
+        /// commits, and the next heartbeat removes the row the old primary was parked in
+        /// (`parked`), leaving `primary` (nodeid 2) alone in the group.
+        fn promote_and_settle(
+            &mut self,
+            v: &ClusterView,
+            leader: &str,
+            parked: &str,
+            primary: &str,
+        ) {
+            self.event(v, &ev("after_promote", 1, leader));
+            assert_eq!(self.clean_turn(), vec![Commit]);
+            self.heartbeat(v);
+            assert_eq!(self.clean_turn(), vec![rm(parked)]);
+            assert_eq!(self.group_rows(1), vec![(2, primary.into(), "primary")]);
+        }
+
         /// Committed pg_dist_node: (nodeid, group, name, role).
         fn rows(&self) -> Rows {
             self.sim
@@ -1770,12 +1787,8 @@ mod tests {
             Some("w1b"),
             vec![stopped(m("w1a", "10.0.1.1")), primary(m("w1b", "10.0.1.2"))],
         );
-        h.event(&promoted, &ev("after_promote", 1, "w1b"));
         // The gone old primary is parked in a row that add/remove may only touch later.
-        assert_eq!(h.clean_turn(), vec![Commit]);
-        h.heartbeat(&promoted);
-        assert_eq!(h.clean_turn(), vec![rm("10.0.1.1")]);
-        assert_eq!(h.group_rows(1), vec![(2, "10.0.1.2".into(), "primary")]);
+        h.promote_and_settle(&promoted, "w1b", "10.0.1.1", "10.0.1.2");
     }
 
     #[test]
@@ -2331,11 +2344,7 @@ mod tests {
             Some("w1c"),
             vec![stopped(m("w1b", "10.0.1.2")), primary(m("w1c", "10.0.1.3"))],
         );
-        h.event(&v, &ev("after_promote", 1, "w1c"));
-        assert_eq!(h.clean_turn(), vec![Commit]);
-        h.heartbeat(&v);
-        assert_eq!(h.clean_turn(), vec![rm("10.0.1.1")]);
-        assert_eq!(h.group_rows(1), vec![(2, "10.0.1.3".into(), "primary")]);
+        h.promote_and_settle(&v, "w1c", "10.0.1.1", "10.0.1.3");
     }
 
     // ----- issue 7: deliberate departures from the reference ----------------------------
