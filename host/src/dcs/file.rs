@@ -1,7 +1,7 @@
 //! A DCS snapshot kept in a JSON or YAML file (CLUSTER shape), re-read when it changes.
 
 use super::shape::parse_cluster;
-use super::DcsSource;
+use super::{DcsSource, SourceInfo};
 use citus_ha_policy::dcs::ClusterView;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -61,6 +61,14 @@ impl DcsSource for FileSource {
             if self.stamp() != self.seen {
                 return;
             }
+        }
+    }
+
+    fn describe(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "file",
+            location: self.path.display().to_string(),
+            revision: None,
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod http;
 use crate::agent::{Agent, Identity};
 use crate::config::Config;
 use crate::dcs::file::{parse_cluster_text, FileSource};
-use crate::dcs::DcsSource;
+use crate::dcs::{DcsSource, SourceInfo};
 use crate::policy::{LoadedPolicy, Policy, PolicyEngine, PolicyLimits};
 use crate::replay::statement_line;
 use crate::session::pg::PgSession;
@@ -198,6 +198,13 @@ impl DcsSource for StaticSource {
     }
     async fn changed(&mut self) {
         std::future::pending::<()>().await
+    }
+    fn describe(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "static",
+            location: "the bundled example DCS".into(),
+            revision: None,
+        }
     }
 }
 
