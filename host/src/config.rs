@@ -18,7 +18,11 @@
 //! loop_wait: 10                      # seconds between heartbeats (default 10)
 //! ttl: 30                            # default 30
 //! retry_timeout: 10                  # default 10
-//! dcs: {file: dcs.yaml}              # the DCS snapshot (CLUSTER shape)
+//! dcs: {file: dcs.yaml}              # the DCS snapshot (CLUSTER shape), or etcd as Patroni:
+//! # scope: demo                      #   the formation: keys under /<namespace>/<scope>/<group>/
+//! # namespace: /service/             #   default
+//! # etcd3: {hosts: ['10.0.0.9:2379'], protocol: https, username: u, password: p,
+//! #         cacert: ca.pem, cert: client.pem, key: client.key}
 //! policy:
 //!   path: policy.wasm                # default: the build embedded in this binary
 //!   call_timeout_ms: 2000
@@ -34,6 +38,11 @@
 //! `deny_unknown_fields`, but all of them at once). Relative paths are resolved against the
 //! directory of the config file, so a config and its DCS file can move together.
 
+mod dcs;
+
+pub use dcs::{DcsSettings, DEFAULT_NAMESPACE};
+
+use crate::dcs::etcd::EtcdSettings;
 use crate::dcs::file::parse_cluster_text;
 use crate::policy::{LoadedPolicy, Policy, PolicyEngine, PolicyLimits};
 use citus_ha_policy::conninfo::parse_conn_url;
@@ -92,8 +101,9 @@ pub struct Config {
     /// and `cooldown`); kept here so a Patroni config section can be reused, and for tools.
     pub ttl: Duration,
     pub retry_timeout: Duration,
-    /// The DCS snapshot file (CLUSTER shape of shared/scenario-format.md).
-    pub dcs_file: PathBuf,
+    /// Where the DCS view comes from: a file (CLUSTER shape of shared/scenario-format.md) or
+    /// etcd v3 in Patroni's layout.
+    pub dcs: DcsSettings,
     pub policy: PolicySettings,
     /// Explicit connection string to the coordinator's Citus database, if given.
     pub coordinator_url: Option<String>,
@@ -172,6 +182,8 @@ pub struct Files {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub sslcert: Option<PathBuf>,
     pub sslkey: Option<PathBuf>,
+    /// The etcd3 section, whose TLS files must read.
+    pub etcd3: Option<EtcdSettings>,
 }
 
 impl Files {
@@ -222,6 +234,9 @@ impl Files {
                     problem(path, format!("cannot read {}: {e}", f.display()));
                 }
             }
+        }
+        if let Some(e) = &self.etcd3 {
+            problems.extend(dcs::check_etcd_files(e));
         }
         problems
     }
@@ -412,8 +427,13 @@ impl Config {
     /// Checks what the config points at: the DCS file parses, the policy and TLS files read.
     /// `run` tolerates a DCS file that does not exist yet; `check-config` does not.
     pub fn check_environment(&self) -> Vec<Problem> {
+        let (dcs_file, etcd3) = match &self.dcs {
+            DcsSettings::File(f) => (Some(f.clone()), None),
+            DcsSettings::Etcd3(e) => (None, Some(e.clone())),
+        };
         Files {
-            dcs_file: Some(self.dcs_file.clone()),
+            dcs_file,
+            etcd3,
             policy_path: self.policy.path.clone(),
             cache_dir: self.policy.cache_dir.clone(),
             tls: self.restapi.tls.clone(),
@@ -502,7 +522,7 @@ pub fn check_config_command(path: &Path) -> std::process::ExitCode {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "embedded".into());
             println!(
-                "{}: OK: member {} ({}:{}), citus group {} database {}, REST API on {}{}, DCS file {}, policy {}, heartbeat every {:?}",
+                "{}: OK: member {} ({}:{}), citus group {} database {}, REST API on {}{}, {}, policy {}, heartbeat every {:?}",
                 path.display(),
                 c.name,
                 c.postgresql.host,
@@ -511,7 +531,7 @@ pub fn check_config_command(path: &Path) -> std::process::ExitCode {
                 c.citus["database"].as_str().unwrap_or("?"),
                 if c.restapi.tls.is_some() { "https://" } else { "http://" },
                 c.restapi.listen,
-                c.dcs_file.display(),
+                c.dcs.describe(),
                 policy,
                 c.loop_wait,
             );
@@ -715,6 +735,9 @@ impl Walker {
                 "ttl",
                 "retry_timeout",
                 "dcs",
+                "scope",
+                "namespace",
+                "etcd3",
                 "policy",
                 "coordinator",
             ],
@@ -763,19 +786,7 @@ impl Walker {
         let loop_wait = self.seconds(root, "loop_wait", 10);
         let ttl = self.seconds(root, "ttl", 30);
         let retry_timeout = self.seconds(root, "retry_timeout", 10);
-        let dcs_file = match Self::get(root, "dcs") {
-            None => {
-                self.problem("dcs", "is required ({file: PATH} of the DCS snapshot)");
-                None
-            }
-            Some(v) => self.mapping(v, "dcs", &["file"]).and_then(|m| {
-                let f = self.path(m, "dcs", "file");
-                if f.is_none() && Self::get(m, "file").is_none() {
-                    self.problem("dcs.file", "is required");
-                }
-                f
-            }),
-        };
+        let dcs = self.dcs_settings(root);
         let policy = match Self::get(root, "policy") {
             None => Some(PolicySettings::default()),
             Some(v) => self.policy(v),
@@ -785,7 +796,6 @@ impl Walker {
             self.files.policy_path = p.path.clone();
             self.files.cache_dir = p.cache_dir.clone();
         }
-        self.files.dcs_file = dcs_file.clone();
         let coordinator_url = match Self::get(root, "coordinator") {
             None => None,
             Some(v) => self.mapping(v, "coordinator", &["url"]).and_then(|m| {
@@ -807,7 +817,7 @@ impl Walker {
             loop_wait,
             ttl,
             retry_timeout,
-            dcs_file: dcs_file?,
+            dcs: dcs?,
             policy: policy?,
             coordinator_url,
         })
@@ -1069,7 +1079,10 @@ mod tests {
         assert_eq!(c.ttl, Duration::from_secs(30));
         assert_eq!(c.retry_timeout, Duration::from_secs(10));
         assert_eq!(c.postgresql.database, "postgres");
-        assert_eq!(c.dcs_file, PathBuf::from("/etc/citus-ha/dcs.yaml"));
+        assert_eq!(
+            c.dcs,
+            DcsSettings::File(PathBuf::from("/etc/citus-ha/dcs.yaml"))
+        );
         assert_eq!(c.policy.call_timeout, Duration::from_millis(2000));
         assert_eq!(c.policy.max_memory_bytes, 256 << 20);
         assert!(c.policy.path.is_none());

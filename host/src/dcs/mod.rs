@@ -5,6 +5,8 @@
 //! watch that is connected and confirmed), and the run service stops acting as leader once
 //! it has had no successful snapshot for longer than `ttl`, exactly as on losing leadership.
 
+pub mod configured;
+pub mod etcd;
 pub mod file;
 pub mod shape;
 

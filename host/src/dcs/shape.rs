@@ -49,7 +49,9 @@ fn parse_group(v: &Value, path: &str) -> Result<GroupView, String> {
     Ok(GroupView { leader, members })
 }
 
-fn parse_member(v: &Value, path: &str) -> Result<Member, String> {
+/// One member object (`name` included), as the file shape and etcd's `members/<name>` keys
+/// hold it; errors name `path`.
+pub fn parse_member(v: &Value, path: &str) -> Result<Member, String> {
     let obj = v
         .as_object()
         .ok_or_else(|| format!("{path}: must be an object"))?;

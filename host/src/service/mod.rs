@@ -18,7 +18,8 @@ pub mod http;
 
 use crate::agent::{Agent, Identity};
 use crate::config::Config;
-use crate::dcs::file::{parse_cluster_text, FileSource};
+use crate::dcs::configured::ConfiguredSource;
+use crate::dcs::file::parse_cluster_text;
 use crate::dcs::{DcsSource, SourceInfo};
 use crate::policy::{LoadedPolicy, Policy, PolicyEngine, PolicyLimits};
 use crate::replay::statement_line;
@@ -251,7 +252,8 @@ pub async fn run_with_config(config: Config) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         agent.set_fallback(fallback);
     }
-    serve(settings, engine, agent, FileSource::new(&config.dcs_file)).await
+    let dcs = ConfiguredSource::start(&config.dcs, config.ttl).map_err(anyhow::Error::msg)?;
+    serve(settings, engine, agent, dcs).await
 }
 
 /// `citus-ha run` without a config: the in-memory simulator and the bundled example DCS on
