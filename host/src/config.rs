@@ -92,6 +92,9 @@ pub struct Config {
     /// and `cooldown`); kept here so a Patroni config section can be reused, and for tools.
     pub ttl: Duration,
     pub retry_timeout: Duration,
+    /// The longest a `before_demote` may pause a group (and so hold back other groups'
+    /// changes): longer asked timeouts are clamped to it. Default 2 x ttl.
+    pub max_pause: Duration,
     /// The DCS snapshot file (CLUSTER shape of shared/scenario-format.md).
     pub dcs_file: PathBuf,
     pub policy: PolicySettings,
@@ -714,6 +717,7 @@ impl Walker {
                 "loop_wait",
                 "ttl",
                 "retry_timeout",
+                "max_pause",
                 "dcs",
                 "policy",
                 "coordinator",
@@ -763,6 +767,20 @@ impl Walker {
         let loop_wait = self.seconds(root, "loop_wait", 10);
         let ttl = self.seconds(root, "ttl", 30);
         let retry_timeout = self.seconds(root, "retry_timeout", 10);
+        if ttl < loop_wait {
+            self.problem(
+                "ttl",
+                format!(
+                    "must be at least loop_wait ({} s), got {} s: the view would count as stale between two heartbeats",
+                    loop_wait.as_secs_f64(),
+                    ttl.as_secs_f64()
+                ),
+            );
+        }
+        let max_pause = match Self::get(root, "max_pause") {
+            None => ttl * 2,
+            Some(_) => self.seconds(root, "max_pause", 60),
+        };
         let dcs_file = match Self::get(root, "dcs") {
             None => {
                 self.problem("dcs", "is required ({file: PATH} of the DCS snapshot)");
@@ -807,6 +825,7 @@ impl Walker {
             loop_wait,
             ttl,
             retry_timeout,
+            max_pause,
             dcs_file: dcs_file?,
             policy: policy?,
             coordinator_url,
