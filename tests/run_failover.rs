@@ -156,7 +156,7 @@ async fn run_dcs_change_noticed_between_heartbeats_despite_busy_api() {
     let port = free_port();
     // Heartbeats are 60 s apart: only the DCS file watch can notice the change in time.
     let agent = Agent::start(
-        &env.config("coord1", "10.0.0.1:5432", port, "loop_wait: 60\n"),
+        &env.config("coord1", "10.0.0.1:5432", port, "loop_wait: 60\nttl: 120\n"),
         port,
     )
     .await;

@@ -142,7 +142,7 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         match cli.command {
             Command::Replay { file, db, policy } => run_replay(file, db, policy).await,
             Command::Demo => match crate::demo::play().await {
@@ -181,7 +181,10 @@ pub fn main() -> ExitCode {
                 crate::bench::run(args).await
             }
         }
-    })
+    });
+    // A blocking task (a compile, a stuck read) must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 fn policy_bytes(path: Option<&PathBuf>) -> Result<Vec<u8>, String> {

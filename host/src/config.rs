@@ -101,6 +101,9 @@ pub struct Config {
     /// and `cooldown`); kept here so a Patroni config section can be reused, and for tools.
     pub ttl: Duration,
     pub retry_timeout: Duration,
+    /// The longest a `before_demote` may pause a group (and so hold back other groups'
+    /// changes): longer asked timeouts are clamped to it. Default 2 x ttl.
+    pub max_pause: Duration,
     /// Where the DCS view comes from: a file (CLUSTER shape of shared/scenario-format.md) or
     /// etcd v3 in Patroni's layout.
     pub dcs: DcsSettings,
@@ -734,6 +737,7 @@ impl Walker {
                 "loop_wait",
                 "ttl",
                 "retry_timeout",
+                "max_pause",
                 "dcs",
                 "scope",
                 "namespace",
@@ -786,6 +790,20 @@ impl Walker {
         let loop_wait = self.seconds(root, "loop_wait", 10);
         let ttl = self.seconds(root, "ttl", 30);
         let retry_timeout = self.seconds(root, "retry_timeout", 10);
+        if ttl < loop_wait {
+            self.problem(
+                "ttl",
+                format!(
+                    "must be at least loop_wait ({} s), got {} s: the view would count as stale between two heartbeats",
+                    loop_wait.as_secs_f64(),
+                    ttl.as_secs_f64()
+                ),
+            );
+        }
+        let max_pause = match Self::get(root, "max_pause") {
+            None => ttl * 2,
+            Some(_) => self.seconds(root, "max_pause", 60),
+        };
         let dcs = self.dcs_settings(root);
         let policy = match Self::get(root, "policy") {
             None => Some(PolicySettings::default()),
@@ -817,6 +835,7 @@ impl Walker {
             loop_wait,
             ttl,
             retry_timeout,
+            max_pause,
             dcs: dcs?,
             policy: policy?,
             coordinator_url,

@@ -5,7 +5,7 @@ use crate::agent::{Agent, Identity};
 use crate::policy::{Policy, PolicyEngine, WasmPolicy};
 use crate::scenario::{ScenarioError, Step};
 use crate::session::faults::FaultySession;
-use crate::session::pg::PgSession;
+use crate::session::pg::{PgSession, SessionLimits};
 use crate::session::sim::{from_row, SimSession};
 use crate::session::MetadataSession;
 use citus_ha_policy::node::PgDistRow;
@@ -150,7 +150,7 @@ pub async fn replay(
             .await
         }
         Some(url) => {
-            let session = FaultySession::new(PgSession::new(url, false)?);
+            let session = FaultySession::new(PgSession::new(url, false, SessionLimits::default())?);
             let mut agent = Agent::new(policy, identity, session);
             drive(&mut agent, steps, engine, out, |_, _| {
                 unreachable!("metadata steps are refused with --db")

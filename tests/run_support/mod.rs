@@ -159,20 +159,22 @@ impl Env {
     }
 
     /// A config for member `name` published at `address`, whose metadata session goes to this
-    /// server. `extra` YAML is appended; a `loop_wait:`, `restapi:` or `policy:` in it replaces
-    /// the default (loop_wait 1 s).
+    /// server. `extra` YAML is appended; a `loop_wait:`, `ttl:`, `restapi:` or `policy:` in it
+    /// replaces the default (loop_wait 1 s, ttl 30 s).
     pub fn config(&self, name: &str, address: &str, port: u16, extra: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.yaml"));
         let mut text = format!(
             "name: {name}\n\
              citus: {{group: 0, database: citus}}\n\
              postgresql: {{connect_address: '{address}'}}\n\
-             ttl: 30\n\
              dcs: {{file: {}}}\n\
              coordinator: {{url: '{}'}}\n",
             self.dcs.display(),
             self.pg.url("citus"),
         );
+        if !extra.contains("ttl:") {
+            text.push_str("ttl: 30\n");
+        }
         if !extra.contains("loop_wait:") {
             text.push_str("loop_wait: 1\n");
         }

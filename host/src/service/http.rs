@@ -8,9 +8,9 @@
 //! When `restapi.authentication` is set, every POST needs it (Patroni protects its unsafe
 //! methods the same way); GETs stay open for monitoring.
 
-use super::{Completion, EventAnswer, Input, Reloader, Settings};
+use super::{Board, Completion, EventAnswer, Input, Reloader, Settings};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Largest worker event body accepted (a real one is about 100 bytes).
 pub const EVENT_BODY_LIMIT: usize = 64 * 1024;
-/// Largest policy component accepted by `POST /policy/reload`.
-pub const POLICY_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Largest policy component accepted by `POST /policy/reload` (a build is under 2 MB).
+pub const POLICY_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a client may take to send a request body once its head has arrived.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a non-`before_demote` event may wait for the owner to take it.
 const EVENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// `timeout` of a before_demote whose body does not say (the policy refuses such a body anyway).
@@ -37,8 +40,12 @@ const DEFAULT_EVENT_TIMEOUT_S: f64 = 30.0;
 struct AppState {
     tx: mpsc::Sender<Input>,
     reloader: Arc<Reloader>,
+    board: Arc<Board>,
     /// sha256 of "user:password": compared without revealing where a guess went wrong.
     auth: Option<[u8; 32]>,
+    /// Held while a reload reads and compiles its candidate: one at a time, so concurrent
+    /// uploads cannot multiply the memory a component takes.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -49,31 +56,101 @@ fn digest(s: &str) -> [u8; 32] {
 pub(crate) fn router(
     tx: mpsc::Sender<Input>,
     reloader: Arc<Reloader>,
+    board: Arc<Board>,
     auth: Option<&(String, String)>,
 ) -> Router {
     let state = AppState {
         tx,
         reloader,
+        board,
         auth: auth.map(|(u, p)| digest(&format!("{u}:{p}"))),
+        reloading: Arc::new(tokio::sync::Mutex::new(())),
     };
     Router::new()
-        .route(
-            "/citus",
-            post(event).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)),
-        )
-        .route(
-            "/mpp",
-            post(event).layer(DefaultBodyLimit::max(EVENT_BODY_LIMIT)),
-        )
+        .route("/citus", post(event))
+        .route("/mpp", post(event))
         .route("/policy", get(policy))
-        .route(
-            "/policy/reload",
-            post(reload).layer(DefaultBodyLimit::max(POLICY_BODY_LIMIT)),
-        )
+        .route("/policy/reload", post(reload))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read by `read_body`, with their own limits and deadline.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    answer(
+        StatusCode::NOT_FOUND,
+        json!({"status": "not_found", "reason": format!("no endpoint {}", truncated(req.uri().path(), 200))}),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"status": "method_not_allowed",
+               "reason": format!("{} is not served on {}", req.method(), truncated(req.uri().path(), 200))}),
+    )
+}
+
+/// At most `max` characters of `text`, marked when cut: what answers and logs echo of input.
+pub fn truncated(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((i, _)) => format!("{}... ({} bytes)", &text[..i], text.len()),
+    }
+}
+
+/// Reads a request body within `limit` bytes and [`BODY_READ_TIMEOUT`]: 413 at once when
+/// `Content-Length` already says too much, 413 when the body grows past it, 408 when it does
+/// not arrive in time (the connection is closed then).
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"status": "too_large", "reason": format!("the body may have at most {limit} bytes")}),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>());
+    match declared {
+        Some(Ok(n)) if n > limit as u64 => return Err(too_large()),
+        Some(Err(_)) => {
+            return Err(answer(
+                StatusCode::BAD_REQUEST,
+                json!({"status": "invalid", "field": "content-length", "reason": "not a number"}),
+            ))
+        }
+        _ => {}
+    }
+    let body = req.into_body();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let length_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if length_limit {
+                Err(too_large())
+            } else {
+                Err(answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"status": "invalid", "field": "body", "reason": format!("the body could not be read: {e}")}),
+                ))
+            }
+        }
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            Json(json!({"status": "timeout", "reason": format!("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())})),
+        )
+            .into_response()),
+    }
 }
 
 /// Binds the listener now (so a taken port fails the start) and serves in the background.
@@ -81,33 +158,32 @@ pub(crate) fn start(
     settings: &Settings,
     tx: mpsc::Sender<Input>,
     reloader: Arc<Reloader>,
+    board: Arc<Board>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = std::net::TcpListener::bind(settings.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
     listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
-    let app = router(tx, reloader, settings.auth.as_ref()).into_make_service();
-    let handle = match &settings.tls {
+    let app = router(tx, reloader, board, settings.auth.as_ref());
+    let tls = match &settings.tls {
         None => {
             tracing::info!("REST API on http://{addr}");
-            tokio::spawn(async move {
-                if let Err(e) = axum_server::from_tcp(listener).serve(app).await {
-                    tracing::error!("REST API stopped: {e}");
-                }
-            })
+            None
         }
         Some((cert, key)) => {
-            let cfg = tls_config(cert, key).map_err(|(_, e)| anyhow::anyhow!(e))?;
-            let cfg = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(cfg));
+            let mut cfg = tls_config(cert, key).map_err(|(_, e)| anyhow::anyhow!(e))?;
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             tracing::info!("REST API on https://{addr}");
-            tokio::spawn(async move {
-                if let Err(e) = axum_server::from_tcp_rustls(listener, cfg).serve(app).await {
-                    tracing::error!("REST API stopped: {e}");
-                }
-            })
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
         }
     };
-    Ok(handle)
+    Ok(tokio::spawn(super::listener::serve(
+        listener,
+        app,
+        tls,
+        super::listener::Limits::default(),
+    )))
 }
 
 /// The HTTPS server configuration from PEM files. Errors name the config field at fault.
@@ -177,12 +253,13 @@ fn authorized(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
     else {
         return false;
     };
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
+    // The scheme is case-insensitive (RFC 9110 11.1).
+    let Some((scheme, encoded)) = value.trim_start().split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
@@ -206,7 +283,11 @@ fn stopping() -> Response {
 }
 
 /// `POST /citus` and `POST /mpp`.
-async fn event(State(st): State<AppState>, body: Bytes) -> Response {
+async fn event(State(st): State<AppState>, req: Request) -> Response {
+    let body = match read_body(req, EVENT_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
         return answer(
             StatusCode::BAD_REQUEST,
@@ -306,19 +387,44 @@ async fn event(State(st): State<AppState>, body: Bytes) -> Response {
 
 /// `GET /policy`.
 async fn policy(State(st): State<AppState>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if st.tx.send(Input::Policy(reply)).await.is_err() {
-        return stopping();
-    }
-    match rx.await {
-        Ok(r) => answer(StatusCode::OK, serde_json::to_value(r).unwrap_or_default()),
-        Err(_) => stopping(),
-    }
+    let mut report = st.board.policy();
+    report.refused_swaps = st
+        .reloader
+        .refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    answer(
+        StatusCode::OK,
+        serde_json::to_value(report).unwrap_or_default(),
+    )
 }
 
 /// `POST /policy/reload`: empty body re-reads policy.path; otherwise the body is the .wasm.
-async fn reload(State(st): State<AppState>, body: Bytes) -> Response {
+/// Without `restapi.authentication` only loopback clients may reload; one reload at a time,
+/// checked before the body is read.
+async fn reload(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    if st.auth.is_none() && !peer.ip().is_loopback() {
+        return answer(
+            StatusCode::FORBIDDEN,
+            json!({"status": "forbidden",
+                   "reason": "policy reloads come only from loopback unless restapi.authentication is set"}),
+        );
+    }
+    let Ok(_one_at_a_time) = st.reloading.clone().try_lock_owned() else {
+        return answer(
+            StatusCode::CONFLICT,
+            json!({"status": "busy", "reason": "another policy reload is in progress"}),
+        );
+    };
+    let body = match read_body(req, POLICY_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let bytes = (!body.is_empty()).then(|| body.to_vec());
+    drop(body);
     match st.reloader.reload(bytes, "POST /policy/reload").await {
         Ok(report) => answer(
             StatusCode::OK,
@@ -331,25 +437,17 @@ async fn reload(State(st): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-async fn ask_status(st: &AppState) -> Option<super::Status> {
-    let (reply, rx) = oneshot::channel();
-    st.tx.send(Input::Status(reply)).await.ok()?;
-    rx.await.ok()
-}
-
-/// `GET /status`: JSON.
+/// `GET /status`: JSON, from what the owner last published (never waits for it).
 async fn status(State(st): State<AppState>) -> Response {
-    match ask_status(&st).await {
-        Some(s) => answer(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
-        None => stopping(),
-    }
+    answer(
+        StatusCode::OK,
+        serde_json::to_value(st.board.status()).unwrap_or_default(),
+    )
 }
 
 /// `GET /metrics`: the same numbers in Prometheus' text format.
 async fn metrics(State(st): State<AppState>) -> Response {
-    let Some(s) = ask_status(&st).await else {
-        return stopping();
-    };
+    let s = st.board.status();
     let mut out = String::new();
     let mut put = |name: &str, kind: &str, help: &str, value: u64| {
         out.push_str(&format!(
@@ -361,6 +459,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "gauge",
         "1 while this node leads the coordinator group",
         u64::from(s.leader),
+    );
+    put(
+        "dcs_stale",
+        "gauge",
+        "1 while the DCS view is older than ttl (this node then does not act as leader)",
+        u64::from(s.dcs_stale),
     );
     put(
         "heartbeats_total",

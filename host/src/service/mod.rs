@@ -15,6 +15,7 @@
 //! node that is no longer the leader never writes pg_dist_node.
 
 pub mod http;
+pub mod listener;
 
 use crate::agent::{Agent, Identity};
 use crate::config::Config;
@@ -23,7 +24,7 @@ use crate::dcs::file::parse_cluster_text;
 use crate::dcs::{DcsSource, SourceInfo};
 use crate::policy::{LoadedPolicy, Policy, PolicyEngine, PolicyLimits};
 use crate::replay::statement_line;
-use crate::session::pg::PgSession;
+use crate::session::pg::{PgSession, SessionLimits};
 use crate::session::sim::SimSession;
 use crate::session::MetadataSession;
 use citus_ha_policy::dcs::ClusterView;
@@ -38,6 +39,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+/// The longest one DCS read may take: a source that hangs counts as failing.
+const DCS_READ_BOUND: Duration = Duration::from_secs(2);
+
 /// The example DCS view `citus-ha run` uses without a config: a coordinator `coord1` (group 0)
 /// and two worker groups, each with a primary and a replica.
 pub const EXAMPLE_DCS: &str = include_str!("../../examples/dcs.yaml");
@@ -50,6 +54,10 @@ pub struct Settings {
     pub name: String,
     /// Heartbeat period.
     pub loop_wait: Duration,
+    /// How long the DCS view may go unconfirmed before this node stops acting as leader.
+    pub ttl: Duration,
+    /// The longest pause a `before_demote` gets (longer timeouts are clamped).
+    pub max_pause: Duration,
     /// REST API address, basic-auth credentials for POSTs, and TLS certificate/key files.
     pub listen: SocketAddr,
     pub auth: Option<(String, String)>,
@@ -72,9 +80,6 @@ pub(crate) enum Input {
         origin: String,
         reply: oneshot::Sender<Result<SwapReport, String>>,
     },
-    Status(oneshot::Sender<Status>),
-    Policy(oneshot::Sender<PolicyReport>),
-    Shutdown,
 }
 
 /// The immediate answer to an event.
@@ -120,7 +125,7 @@ pub struct PolicyInfo {
 }
 
 /// `GET /policy`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct PolicyReport {
     pub running: Option<PolicyInfo>,
     /// The build the last swap (or trap fallback) replaced: what a rollback would go back to.
@@ -139,7 +144,7 @@ pub struct SwapReport {
 }
 
 /// `GET /status` (and `/metrics` in Prometheus text).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Status {
     pub name: String,
     /// Whether this node acts on pg_dist_node now.
@@ -148,6 +153,12 @@ pub struct Status {
     pub dcs_leader: Option<String>,
     /// Why the last DCS read failed (the last good view is kept meanwhile).
     pub dcs_error: Option<String>,
+    /// Which DCS source this is, and the revision its view reflects.
+    pub dcs_source: SourceInfo,
+    /// How long ago the source last confirmed the view (None: never).
+    pub dcs_view_age_ms: Option<u64>,
+    /// True while the view is older than `ttl`: this node does not act as leader then.
+    pub dcs_stale: bool,
     /// Successful reads of the DCS view (leader or not).
     pub dcs_reads: u64,
     /// Heartbeats handed to the policy (only while leading).
@@ -162,6 +173,9 @@ pub struct Status {
     pub waiting_events: usize,
     /// The service clock (the `now` every policy call gets).
     pub uptime_ms: u64,
+    /// How long the metadata turn in progress has been running (None between turns): a
+    /// coordinator that does not answer shows here, bounded by the statement timeouts.
+    pub turn_running_ms: Option<u64>,
     pub policy: Option<PolicyInfo>,
     /// The policy's own counters (None for contract 0.1.0, which has none).
     pub metrics: Option<Metrics>,
@@ -231,7 +245,14 @@ pub async fn run_with_config(config: Config) -> anyhow::Result<()> {
             .join("; "))
     })?;
     let conninfo = config.coordinator_conninfo(&citus.database);
-    let session = PgSession::new(&conninfo, Config::coordinator_tls(&conninfo))?;
+    let session = PgSession::new(
+        &conninfo,
+        Config::coordinator_tls(&conninfo),
+        SessionLimits {
+            connect: config.retry_timeout,
+            statement: config.retry_timeout,
+        },
+    )?;
     let identity = Identity {
         config: citus,
         name: config.name.clone(),
@@ -240,6 +261,8 @@ pub async fn run_with_config(config: Config) -> anyhow::Result<()> {
     let settings = Settings {
         name: config.name.clone(),
         loop_wait: config.loop_wait,
+        ttl: config.ttl,
+        max_pause: config.max_pause,
         listen: config.restapi.listen,
         auth: config.restapi.auth.clone(),
         tls: config.restapi.tls.clone(),
@@ -288,6 +311,8 @@ pub async fn run_embedded() -> anyhow::Result<()> {
     let settings = Settings {
         name,
         loop_wait: Duration::from_secs(10),
+        ttl: Duration::from_secs(30),
+        max_pause: Duration::from_secs(60),
         listen: crate::config::DEFAULT_LISTEN
             .parse()
             .expect("valid default"),
@@ -357,21 +382,42 @@ pub async fn serve<S: MetadataSession, D: DcsSource>(
         tx: tx.clone(),
         refused: Arc::new(AtomicU64::new(0)),
     });
-    let server = http::start(&settings, tx.clone(), reloader.clone())?;
-    spawn_signal_handlers(tx.clone(), reloader.clone())?;
+    let clock = Clock::start();
+    let board = Arc::new(Board::new(clock, settings.ttl));
+    let server = http::start(&settings, tx.clone(), reloader.clone(), board.clone())?;
+    let stop = spawn_signal_handlers(reloader.clone())?;
     if let Some(path) = settings.policy_path.clone() {
         tokio::spawn(watch_policy_file(path, reloader.clone()));
     }
-    let mut owner = Owner::new(agent, dcs, &settings, reloader.refused.clone());
+    let mut owner = Owner::new(agent, dcs, &settings, clock, board);
     if let Some(l) = owner.agent.loaded() {
         owner.versions.insert(l.hash.clone(), version_of(l));
     }
-    owner.run(rx).await;
+    owner.publish_policy();
+    // The owner may be inside a statement the coordinator never answers: stopping does not
+    // wait for it. The future is dropped where it stands and the session closed, so the
+    // server rolls back an open transaction (a pause ends with the process, as it must).
+    tokio::select! {
+        _ = owner.run(rx) => {}
+        signal = stop => tracing::info!(
+            "{}: stopping (a statement in progress is abandoned)",
+            signal.unwrap_or("signal")
+        ),
+    }
+    if owner.leader {
+        tracing::info!(
+            "stopping; the metadata session closes (an open transaction is rolled back)"
+        );
+    }
+    owner.agent.session.lose().await;
     server.abort();
     Ok(())
 }
 
-fn spawn_signal_handlers(tx: mpsc::Sender<Input>, reloader: Arc<Reloader>) -> anyhow::Result<()> {
+/// SIGHUP reloads the policy; SIGTERM or SIGINT resolve the returned receiver.
+fn spawn_signal_handlers(
+    reloader: Arc<Reloader>,
+) -> anyhow::Result<oneshot::Receiver<&'static str>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -382,14 +428,15 @@ fn spawn_signal_handlers(tx: mpsc::Sender<Input>, reloader: Arc<Reloader>) -> an
             let _ = reloader.reload(None, "SIGHUP").await;
         }
     });
+    let (stop, stopped) = oneshot::channel();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        }
-        let _ = tx.send(Input::Shutdown).await;
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        let _ = stop.send(name);
     });
-    Ok(())
+    Ok(stopped)
 }
 
 /// Polls the policy file's modification time and size; a change triggers a reload.
@@ -417,7 +464,7 @@ pub(crate) struct Reloader {
     path: Option<PathBuf>,
     tx: mpsc::Sender<Input>,
     /// Refused candidates, whatever refused them (loading or the swap itself).
-    refused: Arc<AtomicU64>,
+    pub(crate) refused: Arc<AtomicU64>,
 }
 
 impl Reloader {
@@ -520,6 +567,57 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// What the owner last published for `GET /status` and `GET /policy`, so that those answer at
+/// once even while the owner waits on the coordinator; the live parts (ages, uptime, how long
+/// the current turn has run) are computed when read.
+pub(crate) struct Board {
+    clock: Clock,
+    ttl: Duration,
+    inner: std::sync::Mutex<Published>,
+}
+
+struct Published {
+    status: Status,
+    policy: PolicyReport,
+    confirmed_at: Option<tokio::time::Instant>,
+    turn_started: Option<tokio::time::Instant>,
+}
+
+impl Board {
+    fn new(clock: Clock, ttl: Duration) -> Self {
+        Self {
+            clock,
+            ttl,
+            inner: std::sync::Mutex::new(Published {
+                status: Status::default(),
+                policy: PolicyReport::default(),
+                confirmed_at: None,
+                turn_started: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        // A panic while publishing leaves plain data behind: still worth reading.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The status as of now.
+    pub(crate) fn status(&self) -> Status {
+        let p = self.lock();
+        let mut s = p.status.clone();
+        s.uptime_ms = self.clock.now();
+        s.dcs_view_age_ms = p.confirmed_at.map(|t| t.elapsed().as_millis() as u64);
+        s.dcs_stale = p.confirmed_at.is_none_or(|t| t.elapsed() > self.ttl);
+        s.turn_running_ms = p.turn_started.map(|t| t.elapsed().as_millis() as u64);
+        s
+    }
+
+    pub(crate) fn policy(&self) -> PolicyReport {
+        self.lock().policy.clone()
+    }
+}
+
 /// Counters the owner keeps for /status.
 #[derive(Default)]
 struct Stats {
@@ -540,29 +638,34 @@ struct Owner<S, D> {
     loop_wait: Duration,
     clock: Clock,
     view: Option<ClusterView>,
+    /// When the source last confirmed the view (a successful snapshot).
+    confirmed_at: Option<tokio::time::Instant>,
+    ttl: Duration,
     leader: bool,
     /// before_demote requests waiting for their ticket.
     waiters: HashMap<u64, oneshot::Sender<Completion>>,
     /// Version strings by build hash (asking needs an instance; builds do not change).
     versions: HashMap<String, String>,
     stats: Stats,
-    refused_swaps: Arc<AtomicU64>,
+    board: Arc<Board>,
 }
 
 impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
-    fn new(agent: Agent<S>, dcs: D, settings: &Settings, refused_swaps: Arc<AtomicU64>) -> Self {
+    fn new(agent: Agent<S>, dcs: D, settings: &Settings, clock: Clock, board: Arc<Board>) -> Self {
         Self {
             agent,
             dcs,
             name: settings.name.clone(),
             loop_wait: settings.loop_wait,
-            clock: Clock::start(),
+            clock,
+            board,
             view: None,
+            confirmed_at: None,
+            ttl: settings.ttl,
             leader: false,
             waiters: HashMap::new(),
             versions: HashMap::new(),
             stats: Stats::default(),
-            refused_swaps,
         }
     }
 
@@ -570,25 +673,22 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
         let mut heartbeat = tokio::time::interval(self.loop_wait);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.publish_status();
             let wake = self.wake_at().await;
             tokio::select! {
                 input = rx.recv() => match input {
-                    None | Some(Input::Shutdown) => break,
+                    None => break,
                     Some(input) => self.handle(input).await,
                 },
                 _ = heartbeat.tick() => self.heartbeat(true).await,
                 _ = self.dcs.changed() => self.heartbeat(true).await,
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
             }
+            self.board.lock().turn_started = Some(tokio::time::Instant::now());
             self.turn().await;
+            self.board.lock().turn_started = None;
             self.waiters.retain(|_, w| !w.is_closed());
         }
-        if self.leader {
-            tracing::info!(
-                "stopping; the metadata session closes (an open transaction is rolled back)"
-            );
-        }
-        self.agent.session.lose().await;
     }
 
     /// When the policy wants a turn without new input (its deadlines and retries).
@@ -609,10 +709,19 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
     /// Re-reads the DCS, follows leadership, and (when leading) hands the view to the policy.
     /// `always`: heartbeat even if the view did not change (the loop_wait tick).
     async fn heartbeat(&mut self, always: bool) {
-        let changed = match self.dcs.snapshot().await {
+        let snapshot = tokio::time::timeout(DCS_READ_BOUND, self.dcs.snapshot())
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "the DCS source did not answer within {} s",
+                    DCS_READ_BOUND.as_secs_f64()
+                ))
+            });
+        let changed = match snapshot {
             Ok(view) => {
                 self.stats.dcs_reads += 1;
                 self.stats.dcs_error = None;
+                self.confirmed_at = Some(tokio::time::Instant::now());
                 let changed = self.view.as_ref() != Some(&view);
                 self.view = Some(view);
                 changed
@@ -623,6 +732,8 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
                     tracing::warn!("cannot read the DCS view (keeping the last one): {msg}");
                 }
                 self.stats.dcs_error = Some(msg);
+                // A stale view must end leadership even while every read fails.
+                self.follow_leadership().await;
                 return;
             }
         };
@@ -638,17 +749,33 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
         }
     }
 
+    /// True while the source confirmed the view within `ttl`.
+    fn view_is_fresh(&self) -> bool {
+        self.confirmed_at.is_some_and(|t| t.elapsed() <= self.ttl)
+    }
+
     async fn follow_leadership(&mut self) {
-        let leads = self.dcs_leader().as_deref() == Some(self.name.as_str());
+        let named = self.dcs_leader().as_deref() == Some(self.name.as_str());
+        let fresh = self.view_is_fresh();
+        let leads = named && fresh;
         if leads && !self.leader {
             tracing::info!(name = %self.name, "this node leads the coordinator group: acting on pg_dist_node");
         }
         if !leads && self.leader {
-            tracing::warn!(
-                name = %self.name,
-                dcs_leader = ?self.dcs_leader(),
-                "this node no longer leads the coordinator group: demoting (its session and open transaction are dropped)"
-            );
+            if named {
+                tracing::warn!(
+                    name = %self.name,
+                    ttl_s = self.ttl.as_secs_f64(),
+                    dcs_error = self.stats.dcs_error.as_deref().unwrap_or(""),
+                    "the DCS view has not been confirmed for longer than ttl: acting as not leading (the session and its open transaction are dropped) until a fresh view arrives"
+                );
+            } else {
+                tracing::warn!(
+                    name = %self.name,
+                    dcs_leader = self.dcs_leader().as_deref().unwrap_or("nobody"),
+                    "this node no longer leads the coordinator group: demoting (its session and open transaction are dropped)"
+                );
+            }
             if let Err(e) = self.agent.demote().await {
                 tracing::error!("demote: {e}");
             }
@@ -744,6 +871,7 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
                             to = to.as_ref().map(|p| p.sha256.as_str()).unwrap_or("?"),
                             "policy swapped"
                         );
+                        self.publish_policy();
                         let _ = reply.send(Ok(SwapReport { from, to }));
                     }
                     Err(e) => {
@@ -751,48 +879,67 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
                     }
                 }
             }
-            Input::Status(reply) => {
-                let metrics = match self.agent.policy().metrics() {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::error!("metrics: {e}");
-                        None
-                    }
-                };
-                let _ = reply.send(Status {
-                    name: self.name.clone(),
-                    leader: self.leader,
-                    dcs_leader: self.dcs_leader(),
-                    dcs_error: self.stats.dcs_error.clone(),
-                    dcs_reads: self.stats.dcs_reads,
-                    heartbeats: self.stats.heartbeats,
-                    turns: self.stats.turns,
-                    statements: self.stats.statements,
-                    failed_statements: self.stats.failed_statements,
-                    traps: self.agent.traps,
-                    waiting_events: self.waiters.len(),
-                    uptime_ms: self.clock.now(),
-                    policy: self.running(),
-                    metrics,
-                });
-            }
-            Input::Policy(reply) => {
-                let previous = self.agent.previous().map(|l| {
-                    if !self.versions.contains_key(&l.hash) {
-                        let v = version_of(l);
-                        self.versions.insert(l.hash.clone(), v);
-                    }
-                    info(l, &self.versions)
-                });
-                let _ = reply.send(PolicyReport {
-                    running: self.running(),
-                    previous,
-                    swaps: self.stats.swaps,
-                    refused_swaps: self.refused_swaps.load(Ordering::Relaxed),
-                });
-            }
-            Input::Shutdown => unreachable!("handled by run"),
         }
+    }
+
+    /// Publishes what `/status` shows (after every wake of the owner).
+    fn publish_status(&mut self) {
+        let metrics = match self.agent.policy().metrics() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("metrics: {e}");
+                None
+            }
+        };
+        let policy = self.running();
+        let status = Status {
+            name: self.name.clone(),
+            leader: self.leader,
+            dcs_leader: self.dcs_leader(),
+            dcs_error: self.stats.dcs_error.clone(),
+            dcs_source: self.dcs.describe(),
+            dcs_view_age_ms: None,
+            dcs_stale: false,
+            dcs_reads: self.stats.dcs_reads,
+            heartbeats: self.stats.heartbeats,
+            turns: self.stats.turns,
+            statements: self.stats.statements,
+            failed_statements: self.stats.failed_statements,
+            traps: self.agent.traps,
+            waiting_events: self.waiters.len(),
+            uptime_ms: 0,
+            turn_running_ms: None,
+            policy,
+            metrics,
+        };
+        let hash = status.policy.as_ref().map(|p| p.sha256.clone());
+        let mut board = self.board.lock();
+        let policy_changed = board.status.policy.as_ref().map(|p| &p.sha256) != hash.as_ref();
+        board.status = status;
+        board.confirmed_at = self.confirmed_at;
+        drop(board);
+        if policy_changed {
+            // A trap fallback replaces the build without a swap request.
+            self.publish_policy();
+        }
+    }
+
+    /// Publishes what `/policy` shows (at start, after swaps and fallbacks).
+    fn publish_policy(&mut self) {
+        let previous = self.agent.previous().cloned().map(|l| {
+            if !self.versions.contains_key(&l.hash) {
+                let v = version_of(&l);
+                self.versions.insert(l.hash.clone(), v);
+            }
+            info(&l, &self.versions)
+        });
+        let report = PolicyReport {
+            running: self.running(),
+            previous,
+            swaps: self.stats.swaps,
+            refused_swaps: 0,
+        };
+        self.board.lock().policy = report;
     }
 
     fn running(&mut self) -> Option<PolicyInfo> {
@@ -811,6 +958,11 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
             // policy crate's own validator answers what is malformed.
             return match citus_ha_policy::event::parse_event(body) {
                 Err(e) => EventAnswer::Invalid(e),
+                Ok(_) if !self.view_is_fresh() => EventAnswer::Ignored(format!(
+                    "this node ({}) does not act as leader: the DCS view has not been confirmed for longer than ttl ({} s)",
+                    self.name,
+                    self.ttl.as_secs_f64()
+                )),
                 Ok(_) => EventAnswer::Ignored(format!(
                     "this node ({}) does not lead the coordinator group (the DCS leader is {})",
                     self.name,

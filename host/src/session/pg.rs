@@ -14,29 +14,77 @@ const UPDATE_SQL: &str =
     "SELECT pg_catalog.citus_update_node($1::int, $2::text, $3::int, $4::bool, $5::int)";
 const REMOVE_SQL: &str = "SELECT pg_catalog.citus_remove_node($1::text, $2::int)";
 
+/// How long the session waits for the coordinator. The server-side `statement_timeout` stays
+/// 0 (a forced `citus_update_node` legitimately waits out its `lock_cooldown`); these are the
+/// client's own bounds, so a coordinator that accepts connections but never answers (or a
+/// network partition) costs a bounded wait, never a frozen agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Connecting, TLS and authentication together.
+    pub connect: Duration,
+    /// Any statement; a forced update gets its cooldown on top.
+    pub statement: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            statement: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SessionLimits {
+    /// The client-side bound of one statement.
+    pub fn for_statement(&self, stmt: &Statement) -> Duration {
+        match stmt {
+            Statement::UpdateNode {
+                force: true,
+                cooldown_ms,
+                ..
+            } => self.statement + Duration::from_millis((*cooldown_ms).max(0) as u64),
+            _ => self.statement,
+        }
+    }
+}
+
 /// The metadata connection. Reconnects (with backoff) on the next statement after a loss.
 pub struct PgSession {
     config: Config,
     tls: bool,
+    limits: SessionLimits,
     client: Option<Client>,
+    /// The task driving the connection: aborted with the client, so a connection stuck on a
+    /// silent peer is closed at once instead of lingering until the kernel gives up.
+    driver: Option<tokio::task::JoinHandle<()>>,
     in_txn: bool,
     backoff: Duration,
 }
 
 impl PgSession {
     /// `url` is a libpq URL or key=value string for the coordinator's Citus database.
-    pub fn new(url: &str, tls: bool) -> anyhow::Result<Self> {
+    pub fn new(url: &str, tls: bool, limits: SessionLimits) -> anyhow::Result<Self> {
         let mut config: Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("coordinator connection string: {e}"))?;
         // The pause may legitimately last as long as a switchover; the server must not cut it.
         config.options("-c statement_timeout=0 -c idle_in_transaction_session_timeout=0");
         config.application_name("citus-ha");
-        config.connect_timeout(Duration::from_secs(5));
+        config.connect_timeout(limits.connect);
+        // A peer that vanishes (partition, frozen host) is noticed by the kernel within about
+        // idle + interval x retries, and unacknowledged writes fail after tcp_user_timeout.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(limits.connect);
         Ok(Self {
             config,
             tls,
+            limits,
             client: None,
+            driver: None,
             in_txn: false,
             backoff: Duration::ZERO,
         })
@@ -44,7 +92,7 @@ impl PgSession {
 
     async fn client(&mut self) -> Result<&Client, StatementError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
-            self.client = None;
+            self.drop_connection();
             // The transaction died with the connection (e.g. pg_terminate_backend). Running
             // this statement on a fresh connection would run it outside that transaction,
             // unpaused and autocommitted: report the loss instead, as the policy expects.
@@ -59,35 +107,79 @@ impl PgSession {
             if !self.backoff.is_zero() {
                 tokio::time::sleep(self.backoff).await;
             }
-            let connected = if self.tls {
-                let tls =
-                    tokio_postgres_rustls::MakeRustlsConnect::new(tls_config().map_err(lost)?);
-                self.config.connect(tls).await.map(|(c, conn)| {
-                    tokio::spawn(conn);
-                    c
-                })
-            } else {
-                self.config.connect(NoTls).await.map(|(c, conn)| {
-                    tokio::spawn(conn);
-                    c
-                })
+            // tokio-postgres bounds only the TCP connect; the startup, TLS and authentication
+            // exchange is bounded here, as a whole.
+            let connecting = async {
+                if self.tls {
+                    let tls =
+                        tokio_postgres_rustls::MakeRustlsConnect::new(tls_config().map_err(lost)?);
+                    self.config
+                        .connect(tls)
+                        .await
+                        .map(|(c, conn)| (c, tokio::spawn(async move { drop(conn.await) })))
+                        .map_err(|e| {
+                            lost(format!("cannot connect to the coordinator: {}", cause(&e)))
+                        })
+                } else {
+                    self.config
+                        .connect(NoTls)
+                        .await
+                        .map(|(c, conn)| (c, tokio::spawn(async move { drop(conn.await) })))
+                        .map_err(|e| {
+                            lost(format!("cannot connect to the coordinator: {}", cause(&e)))
+                        })
+                }
             };
+            let connected = tokio::time::timeout(self.limits.connect, connecting)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(lost(format!(
+                        "cannot connect to the coordinator: no answer within {} s",
+                        self.limits.connect.as_secs_f64()
+                    )))
+                });
             match connected {
-                Ok(c) => {
+                Ok((c, driver)) => {
                     self.backoff = Duration::ZERO;
                     self.client = Some(c);
+                    self.driver = Some(driver);
                 }
                 Err(e) => {
                     self.backoff = (self.backoff * 2)
                         .clamp(Duration::from_millis(100), Duration::from_secs(5));
-                    return Err(lost(format!("cannot connect to the coordinator: {e}")));
+                    return Err(e);
                 }
             }
         }
         Ok(self.client.as_ref().expect("connected"))
     }
 
+    /// Closes the connection now: the server rolls back whatever was open on it.
+    fn drop_connection(&mut self) {
+        self.client = None;
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+
+    /// [`Self::run_unbounded`] within the statement's client-side bound. On expiry the
+    /// connection is dropped (an open transaction dies with it, which is what a pause needs)
+    /// and the loss is reported, so the policy reacts as to any lost session.
     async fn run(&mut self, stmt: &Statement) -> Result<StatementResult, StatementError> {
+        let bound = self.limits.for_statement(stmt);
+        match tokio::time::timeout(bound, self.run_unbounded(stmt)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.drop_connection();
+                Err(lost(format!(
+                    "the coordinator did not answer within {} s; the connection was dropped (an open transaction is rolled back by the server)",
+                    bound.as_secs_f64()
+                )))
+            }
+        }
+    }
+
+    async fn run_unbounded(&mut self, stmt: &Statement) -> Result<StatementResult, StatementError> {
         let client = self.client().await?;
         let r = match stmt {
             Statement::LoadMetadata => client.query(LOAD_SQL, &[]).await.map(|rows| {
@@ -146,10 +238,7 @@ impl PgSession {
         r.map_err(|e| {
             let closed = e.is_closed() || self.client.as_ref().is_none_or(|c| c.is_closed());
             StatementError {
-                message: e
-                    .as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string()),
+                message: cause(&e),
                 sqlstate: e.code().map(|c| c.code().to_string()),
                 connection_lost: closed,
             }
@@ -227,6 +316,25 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
     }
 }
 
+/// What went wrong, in the server's words where it gave any ("database \"x\" does not exist"),
+/// otherwise with the underlying cause ("connection refused"), never just "db error".
+pub fn cause(e: &tokio_postgres::Error) -> String {
+    if let Some(d) = e.as_db_error() {
+        return d.message().to_string();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn lost(message: String) -> StatementError {
     StatementError {
         message,
@@ -248,12 +356,16 @@ impl MetadataSession for PgSession {
             }
             Err(e) => {
                 if e.connection_lost {
-                    self.client = None;
+                    self.drop_connection();
                 } else if self.in_txn || matches!(stmt, Statement::Commit) {
                     // The transaction is aborted; end it so the session is usable again.
                     if let Some(c) = &self.client {
-                        if c.batch_execute("ROLLBACK").await.is_err() {
-                            self.client = None;
+                        let rollback = c.batch_execute("ROLLBACK");
+                        if !matches!(
+                            tokio::time::timeout(self.limits.statement, rollback).await,
+                            Ok(Ok(()))
+                        ) {
+                            self.drop_connection();
                         }
                     }
                 }
@@ -272,8 +384,50 @@ impl MetadataSession for PgSession {
     }
 
     async fn lose(&mut self) {
-        // Dropping the client closes the connection; the server rolls back what was open.
-        self.client = None;
+        // Closing the connection; the server rolls back what was open.
+        self.drop_connection();
         self.in_txn = false;
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        self.drop_connection();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_update_is_bounded_by_its_cooldown_plus_the_statement_bound() {
+        let limits = SessionLimits {
+            connect: Duration::from_secs(3),
+            statement: Duration::from_secs(4),
+        };
+        let update = |force, cooldown_ms| Statement::UpdateNode {
+            nodeid: 1,
+            host: "h".into(),
+            port: 5432,
+            force,
+            cooldown_ms,
+        };
+        assert_eq!(
+            limits.for_statement(&update(true, 10_000)),
+            Duration::from_secs(14)
+        );
+        assert_eq!(
+            limits.for_statement(&update(false, 10_000)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            limits.for_statement(&update(true, -5)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            limits.for_statement(&Statement::Begin),
+            Duration::from_secs(4)
+        );
     }
 }
