@@ -83,7 +83,7 @@ async fn primary_becomes(env: &Env, g: i32, host: &str, within: Duration) -> Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_drives_a_switchover_and_a_heartbeat_only_failover() {
     // Heartbeats 60 s apart: only the watch can make the agent see a change in time.
-    let (env, etcd, agent) = standard_etcd("loop_wait: 60\n").await;
+    let (env, etcd, agent) = standard_etcd("loop_wait: 60\nttl: 120\n").await;
     let status = agent.status().await;
     assert_eq!(status["dcs_error"], json!(null), "{status}");
 
@@ -125,15 +125,18 @@ async fn etcd_drives_a_switchover_and_a_heartbeat_only_failover() {
     let status = agent.status().await;
     assert_eq!(status["leader"], true, "{status}");
     assert_eq!(status["dcs_leader"], "coord1");
+    // /status names the source, the revision its view reflects, and the view's age.
     let source = &status["dcs_source"];
-    if !source.is_null() {
-        // /status names the source once the owner reports it (issue 11's part).
-        assert_eq!(source["kind"], "etcd3", "{status}");
-        assert!(
-            source["revision"].as_i64().unwrap() >= etcd.revision().await - 1,
-            "{status}"
-        );
-    }
+    assert_eq!(source["kind"], "etcd3", "{status}");
+    let location = source["location"].as_str().unwrap();
+    assert_eq!(
+        location,
+        format!("http://{} {PREFIX}", etcd.endpoint()),
+        "{status}"
+    );
+    assert_eq!(source["revision"], json!(etcd.revision().await), "{status}");
+    assert!(status["dcs_view_age_ms"].as_u64().is_some(), "{status}");
+    assert_eq!(status["dcs_stale"], false, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +174,11 @@ async fn etcd_stopped_longer_than_ttl_steps_down_and_resumes() {
     let status = agent.status().await;
     assert!(
         status["dcs_error"].as_str().unwrap_or("").contains("etcd3"),
+        "{status}"
+    );
+    assert_eq!(status["dcs_stale"], true, "{status}");
+    assert!(
+        status["dcs_view_age_ms"].as_u64().unwrap() > 3000,
         "{status}"
     );
 
