@@ -271,3 +271,35 @@ async fn etcd_malformed_member_is_reported_and_skipped() {
     })
     .await;
 }
+
+#[test]
+fn check_config_names_every_etcd3_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: c\nscope: a/b\ncitus: {group: 0, database: citus}\npostgresql: {connect_address: '10.0.0.1:5432'}\n\
+         etcd3: {hosts: ['etcd1:2379', 'x'], protocol: https, cacert: missing-ca.pem, username: u, srv: x}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_citus-ha"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "scope: must not contain '/'",
+        "etcd3.hosts[1]: \"x\" is not \"host:port\"",
+        "etcd3.password: is required when username is set",
+        "etcd3.srv: unknown setting",
+        "etcd3.cacert: cannot read",
+        "5 problems",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+}

@@ -143,16 +143,17 @@ impl Walker {
             }
         }
         let settings = EtcdSettings {
-            hosts: hosts?,
+            hosts: hosts.unwrap_or_default(),
             https,
             auth,
             cacert,
             client_cert,
             namespace,
-            scope: scope?,
+            scope: scope.unwrap_or_default(),
         };
+        // The TLS files are checked even when other settings have problems.
         self.files.etcd3 = Some(settings.clone());
-        Some(settings)
+        (!settings.hosts.is_empty() && !settings.scope.is_empty()).then_some(settings)
     }
 
     /// `host: "h:2379"`, or `hosts` as a list or a comma-separated string (Patroni takes both).
