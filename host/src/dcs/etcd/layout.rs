@@ -91,9 +91,7 @@ impl Keyspace {
         mod_revision: i64,
         value: &[u8],
     ) -> Option<String> {
-        let Some(relative) = key.strip_prefix(prefix) else {
-            return None;
-        };
+        let relative = key.strip_prefix(prefix)?;
         let entry = parse_entry(relative, value);
         let problem = match &entry {
             Entry::Malformed(why) => Some(format!("{key}: {why}; this member is skipped")),
