@@ -176,3 +176,44 @@ async fn logs_in_with_etcd_authentication() {
         assert!(err.contains(expected), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_tls_with_a_client_certificate() {
+    let etcd = Etcd::start_tls().await;
+    write_group1(&etcd).await;
+    let pki = etcd.tls.as_ref().unwrap();
+    let mut s = settings(&etcd);
+    s.https = true;
+    s.cacert = Some(pki.ca.clone());
+    s.client_cert = Some((pki.client_cert.clone(), pki.client_key.clone()));
+    let mut source = EtcdSource::start(&s, Duration::from_secs(4)).unwrap();
+    let v = first_view(&mut source).await;
+    assert_eq!(v.workers[0].1.leader.as_deref(), Some("w1a"));
+    assert!(source.describe().location.starts_with("https://"));
+    etcd.put_leader(1, "w1b").await;
+    tokio::time::timeout(Duration::from_secs(2), source.changed())
+        .await
+        .expect("the watch works over TLS");
+    assert_eq!(
+        source.snapshot().await.unwrap().workers[0]
+            .1
+            .leader
+            .as_deref(),
+        Some("w1b")
+    );
+
+    // Without a client certificate etcd refuses; with another CA the server is not trusted.
+    let mut no_cert = s.clone();
+    no_cert.client_cert = None;
+    let mut other_ca = s.clone();
+    other_ca.cacert = Some(pki.server_cert.clone());
+    for (what, s, reason) in [
+        ("no client certificate", no_cert, "Certificate"),
+        ("the wrong CA", other_ca, "UnknownIssuer"),
+    ] {
+        let mut source = EtcdSource::start(&s, Duration::from_secs(4)).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let err = format!("{:#}", source.snapshot().await.expect_err(what));
+        assert!(err.contains(reason), "{what}: {err}");
+    }
+}

@@ -35,24 +35,140 @@ pub struct Etcd {
     http: reqwest::Client,
     /// `Authorization` token once auth is enabled by [`Etcd::enable_auth`].
     token: Option<String>,
+    /// Set when etcd serves TLS and demands client certificates ([`Etcd::start_tls`]).
+    pub tls: Option<Pki>,
+}
+
+/// A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made with
+/// the `openssl` command (./dev installs it).
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    pub fn make(dir: &std::path::Path) -> Pki {
+        let f = |n: &str| dir.join(n);
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (./dev installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=citus-ha test CA",
+        ]);
+        std::fs::write(
+            f("server.ext"),
+            // etcd's JSON gateway dials etcd itself with the server certificate: clientAuth too.
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(f("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (who, cn) in [("server", "127.0.0.1"), ("client", "root")] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
+        }
+        Pki {
+            ca: f("ca.crt"),
+            server_cert: f("server.crt"),
+            server_key: f("server.key"),
+            client_cert: f("client.crt"),
+            client_key: f("client.key"),
+        }
+    }
+
+    /// This test's own client configuration (the source under test builds its own).
+    fn client_config(&self) -> rustls::ClientConfig {
+        let settings = citus_ha::dcs::etcd::EtcdSettings {
+            hosts: vec![],
+            https: true,
+            auth: None,
+            cacert: Some(self.ca.clone()),
+            client_cert: Some((self.client_cert.clone(), self.client_key.clone())),
+            namespace: String::new(),
+            scope: String::new(),
+        };
+        citus_ha::dcs::etcd::tls::client_config(&settings).unwrap()
+    }
 }
 
 impl Etcd {
     /// Starts etcd on two free ports; retries with new ports if another process took them.
     pub async fn start() -> Etcd {
+        Self::start_with(false).await
+    }
+
+    /// Starts etcd serving TLS to clients with certificates of its own CA only.
+    pub async fn start_tls() -> Etcd {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(with_tls: bool) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
-        let http = reqwest::Client::builder()
+        let tls = with_tls.then(|| Pki::make(dir.path()));
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .unwrap();
+            .no_proxy();
+        if let Some(pki) = &tls {
+            http = http.use_preconfigured_tls(pki.client_config());
+        }
         let mut etcd = Etcd {
             child: None,
             dir,
             client_port: 0,
             peer_port: 0,
-            http,
+            http: http.build().unwrap(),
             token: None,
+            tls,
         };
         for _ in 0..3 {
             etcd.client_port = free_port();
@@ -62,6 +178,14 @@ impl Etcd {
             }
         }
         panic!("etcd did not start:\n{}", etcd.log_text());
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -79,14 +203,24 @@ impl Etcd {
     /// Runs etcd on the current ports and data dir; true once it answers (as itself: the
     /// process must still be alive, so a port someone else holds is not mistaken for ours).
     async fn spawn(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(etcd_binary())
+        let mut cmd = Command::new(etcd_binary());
+        if let Some(pki) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&pki.server_cert)
+                .arg("--key-file")
+                .arg(&pki.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg("test")
             .arg("--data-dir")
@@ -162,7 +296,7 @@ impl Etcd {
     pub async fn call(&self, path: &str, body: Value) -> Value {
         let mut req = self
             .http
-            .post(format!("http://{}{path}", self.endpoint()))
+            .post(format!("{}://{}{path}", self.scheme(), self.endpoint()))
             .json(&body);
         if let Some(t) = &self.token {
             req = req.header("Authorization", t);
