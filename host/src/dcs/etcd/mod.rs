@@ -7,7 +7,7 @@
 //!
 //! Freshness: the view is *vouched* for a while after each proof that it is current (the
 //! list, a watch message, or a confirmation). A confirmation is a keys-only range every
-//! `confirm_every` (a quarter of `ttl`) whose keys and mod revisions must equal the view's:
+//! `confirm_every` (a sixth of `ttl`) whose keys and mod revisions must equal the view's:
 //! it proves etcd answers (a silent or partitioned etcd fails a linearizable read in
 //! bounded time) and that the watch has not missed a change. While the watch is broken, a
 //! request failed, or the vouching has run out, [`EtcdSource::snapshot`] fails, so the owner
@@ -69,15 +69,17 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// A quarter of `ttl` (100 ms to 5 s) between confirmations, each bounded by the same;
-    /// a proof vouches for three of them. A silent etcd is noticed within half of `ttl`,
-    /// and the view is never vouched for longer than three quarters of it.
+    /// A sixth of `ttl` (100 ms to 5 s) between confirmations (counted from when each was
+    /// sent), each bounded by the same; a proof vouches for two and a half of them. A silent
+    /// etcd is noticed within a third of `ttl` after the last proof, so the owner's own `ttl`
+    /// rule ends leadership at most `ttl`/3 (+ one heartbeat) later than `ttl` after etcd
+    /// last answered.
     pub fn for_ttl(ttl: Duration) -> Timing {
-        let i = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let i = (ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(5));
         Timing {
             confirm_every: i,
             request_timeout: i,
-            vouch_for: i * 3,
+            vouch_for: i * 5 / 2,
         }
     }
 }
@@ -257,6 +259,9 @@ impl Follower {
     fn put(&mut self, key: String, mod_revision: i64, value: &[u8]) {
         let keys = self.keys.get_or_insert_with(Keyspace::default);
         if let Some(problem) = keys.put(&self.prefix, key.clone(), mod_revision, value) {
+            if self.reported.len() > 10_000 {
+                self.reported.clear();
+            }
             if self.reported.insert((key, mod_revision)) {
                 tracing::warn!("etcd3: malformed member: {problem}");
             }
@@ -367,7 +372,9 @@ impl Follower {
                         strikes = 0;
                         confirmed = true;
                         self.vouch(sent);
-                        next_confirm = Instant::now() + self.timing.confirm_every;
+                        // From when this one was sent: the next proof lands before this
+                        // one's vouching runs out, however long this answer took.
+                        next_confirm = (sent + self.timing.confirm_every).max(Instant::now());
                     } else {
                         // A change may be on its way through the watch: look again shortly,
                         // and list again if it still disagrees.
