@@ -60,7 +60,21 @@ pub struct Range {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Put(Kv),
-    Delete(String),
+    /// The key and the revision that deleted it.
+    Delete {
+        key: String,
+        mod_revision: i64,
+    },
+}
+
+impl Event {
+    /// The revision of the change.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Event::Put(kv) => kv.mod_revision,
+            Event::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
 }
 
 /// A message of a watch stream.
@@ -68,7 +82,7 @@ pub enum Event {
 pub enum WatchMessage {
     /// The watch exists; changes after the start revision follow.
     Created,
-    /// Changes, in revision order; `revision` is the store's revision when they were sent.
+    /// Changes, in revision order (`revision`: the store's revision when they were sent).
     Events { revision: i64, events: Vec<Event> },
     /// A progress notification: nothing changed up to `revision`.
     Progress { revision: i64 },
@@ -215,7 +229,10 @@ fn watch_message(v: Value) -> Result<WatchMessage, String> {
             let kv = decode_kv(e.kv)?;
             Ok(match e.kind.as_str() {
                 "" | "PUT" => Event::Put(kv),
-                "DELETE" => Event::Delete(kv.key),
+                "DELETE" => Event::Delete {
+                    key: kv.key,
+                    mod_revision: kv.mod_revision,
+                },
                 other => return Err(format!("unknown event type {other:?}")),
             })
         })
@@ -496,7 +513,10 @@ mod tests {
                         value: b"x".to_vec(),
                         mod_revision: 6
                     }),
-                    Event::Delete("/b".into())
+                    Event::Delete {
+                        key: "/b".into(),
+                        mod_revision: 7
+                    }
                 ]
             }
         );

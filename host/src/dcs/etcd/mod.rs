@@ -323,19 +323,21 @@ impl Follower {
         loop {
             tokio::select! {
                 msg = watch.next() => match msg? {
-                    WatchMessage::Events { revision, events } => {
+                    WatchMessage::Events { events, .. } => {
                         let received = Instant::now();
                         for e in events {
+                            // The watch resumes after the last change seen, which is also the
+                            // revision the view reflects.
+                            self.revision = self.revision.max(e.revision());
                             match e {
                                 Event::Put(kv) => self.put(kv.key, kv.mod_revision, &kv.value),
-                                Event::Delete(key) => {
+                                Event::Delete { key, .. } => {
                                     if let Some(k) = self.keys.as_mut() {
                                         k.delete(&key);
                                     }
                                 }
                             }
                         }
-                        self.revision = self.revision.max(revision);
                         self.publish();
                         if confirmed && strikes == 0 {
                             self.vouch(received);
