@@ -162,16 +162,23 @@ async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
 
     // A build whose state import fails, and one that traps on warm-up.
     let import = load_variant(&engine, "fault-import");
-    match agent.swap(import).await {
+    match agent.swap(import, None).await {
         // Refused in the binary format, and again when offered as JSON.
         Err(SwapRefused::Import(e)) => assert!(e.contains("as JSON"), "{e}"),
         other => panic!("{other:?}"),
     }
     let warmup = load_variant(&engine, "fault-trap-warmup");
     assert!(matches!(
-        agent.swap(warmup).await,
+        agent.swap(warmup, None).await,
         Err(SwapRefused::Warmup(_))
     ));
+    // A build that traps on every heartbeat passes a warm-up of cheap calls, so the warm-up
+    // also hands it the current view (on a copy of the state).
+    let heartbeat_trap = load_variant(&engine, "fault-trap-heartbeat");
+    match agent.swap(heartbeat_trap, Some((1500, &view("w1a")))).await {
+        Err(SwapRefused::Warmup(e)) => assert!(e.contains("heartbeat"), "{e}"),
+        other => panic!("a build that traps on heartbeats was taken: {other:?}"),
+    }
 
     // The old policy is still the one running, with the transaction it opened.
     assert_eq!(agent.loaded().unwrap().hash, running);
@@ -214,7 +221,7 @@ async fn a_good_swap_keeps_the_open_transaction_and_queued_tasks() {
     agent.heartbeat(1500, &v).await.unwrap();
     let older = load_variant(&engine, "wit-v0_1");
     let before = agent.loaded().unwrap().hash.clone();
-    agent.swap(older).await.expect("swap");
+    agent.swap(older, None).await.expect("swap");
     assert_eq!(agent.previous().unwrap().hash, before);
     assert_eq!(agent.loaded().unwrap().contract, "0.1.0");
     let stmts = promote_w1b(&mut agent, 2000).await;
@@ -239,7 +246,10 @@ async fn a_swap_back_to_a_build_that_reads_only_json_state_goes_through_json() {
     // over the same state as JSON, mid-switchover.
     let (mut agent, engine) = paused_agent().await;
     let json_only = load_variant(&engine, "state-json-only");
-    agent.swap(json_only).await.expect("swap through JSON");
+    agent
+        .swap(json_only, None)
+        .await
+        .expect("swap through JSON");
     assert!(agent.session.sim.in_transaction());
     let stmts = promote_w1b(&mut agent, 2000).await;
     assert!(!stmts.contains(&Statement::Begin), "{stmts:?}");

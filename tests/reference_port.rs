@@ -29,7 +29,7 @@ fn every_departure_fails_against_a_reference_port() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8, "one scenario per departure");
+    assert_eq!(checked, 9, "one scenario per departure");
 }
 
 #[test]

@@ -94,3 +94,35 @@ async fn a_build_that_refuses_packed_views_still_gets_every_heartbeat() {
     assert!(seen[0][0].len() > 1, "the heartbeat acted: {:?}", seen[0]);
     assert!(seen[0][2].is_empty(), "settled: {:?}", seen[0]);
 }
+
+/// A build that traps on every heartbeat while every turn between them succeeds: the traps
+/// are counted per kind of call, so the agent still falls back to the known-good build (and
+/// worker events are then acted on, not discarded for want of a heartbeat).
+#[tokio::test]
+async fn a_build_that_traps_on_every_heartbeat_is_replaced() {
+    let engine = engine(200);
+    let bad = load_variant(&engine, "fault-trap-heartbeat");
+    let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
+    let id = identity();
+    let policy = bad
+        .new_handler(&id.config, &id.name, &id.connect_url)
+        .unwrap();
+    let mut agent = Agent::new(policy, id, SimSession::new(steady_sim()));
+    agent.set_fallback(good.clone());
+    for now in [0, 1000] {
+        let r = agent.heartbeat(now, &view("w1a")).await;
+        assert!(matches!(r, Err(PolicyError::Trap(_))), "{r:?}");
+        // The turn between two heartbeats succeeds, as it did in the field.
+        turn(&mut agent, now + 1).await;
+    }
+    assert_eq!(agent.traps, 2);
+    assert_eq!(agent.loaded().unwrap().hash, good.hash, "fell back");
+    agent.heartbeat(2000, &view("w1a")).await.unwrap();
+    assert_eq!(turn(&mut agent, 2000).await, vec![Statement::LoadMetadata]);
+    let out = agent
+        .event(3000, &view("w1a"), &event("before_demote", "w1a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(out, EventOutcome::Queued(_)), "{out:?}");
+}

@@ -29,6 +29,27 @@ pub enum SwapRefused {
     Export(String),
 }
 
+/// What kind of input a policy call handled. Traps are counted per kind, so a build that
+/// traps on every heartbeat is replaced even though the turns between its heartbeats succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallKind {
+    Heartbeat,
+    Event,
+    Turn,
+    Other,
+}
+
+impl CallKind {
+    const ALL: usize = 4;
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Traps of one kind in a row (with no success of that kind between) that make the agent
+/// give up on a build and fall back to the known-good one.
+const TRAPS_BEFORE_FALLBACK: u32 = 2;
+
 pub struct Agent<S> {
     policy: Box<dyn Policy>,
     loaded: Option<LoadedPolicy>,
@@ -38,7 +59,8 @@ pub struct Agent<S> {
     pub session: S,
     identity: Identity,
     snapshot: Option<Vec<u8>>,
-    consecutive_traps: u32,
+    /// Traps in a row, per [`CallKind`].
+    traps_in_a_row: [u32; CallKind::ALL],
     pub traps: u64,
 }
 
@@ -60,7 +82,7 @@ impl<S: MetadataSession> Agent<S> {
             session,
             identity,
             snapshot: None,
-            consecutive_traps: 0,
+            traps_in_a_row: [0; CallKind::ALL],
             traps: 0,
         }
     }
@@ -81,7 +103,7 @@ impl<S: MetadataSession> Agent<S> {
     /// A heartbeat with the latest DCS view.
     pub async fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
         let r = self.policy.heartbeat(now, view);
-        self.guard(r).await
+        self.guard(CallKind::Heartbeat, r).await
     }
 
     /// A worker event body as received.
@@ -92,29 +114,29 @@ impl<S: MetadataSession> Agent<S> {
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
         let r = self.policy.event(now, view, body);
-        self.guard(r).await
+        self.guard(CallKind::Event, r).await
     }
 
     pub async fn schedule_reload(&mut self) -> PolicyResult<()> {
         let r = self.policy.schedule_reload();
-        self.guard(r).await
+        self.guard(CallKind::Other, r).await
     }
 
     /// This coordinator was demoted: its session (and open transaction) is gone.
     pub async fn demote(&mut self) -> PolicyResult<()> {
         self.session.lose().await;
         let r = self.policy.demote();
-        self.guard(r).await
+        self.guard(CallKind::Other, r).await
     }
 
     pub async fn poll_timeout(&mut self) -> PolicyResult<Option<u64>> {
         let r = self.policy.poll_timeout();
-        self.guard(r).await
+        self.guard(CallKind::Other, r).await
     }
 
     pub async fn poll_completed(&mut self) -> PolicyResult<Vec<u64>> {
         let r = self.policy.poll_completed();
-        self.guard(r).await
+        self.guard(CallKind::Other, r).await
     }
 
     /// One turn of the metadata loop: statements until the policy has none. Each executed
@@ -126,7 +148,7 @@ impl<S: MetadataSession> Agent<S> {
     ) -> PolicyResult<()> {
         loop {
             let next = self.policy.poll_statements(now);
-            let batch = self.guard(next).await?;
+            let batch = self.guard(CallKind::Turn, next).await?;
             if batch.is_empty() {
                 break;
             }
@@ -141,7 +163,7 @@ impl<S: MetadataSession> Agent<S> {
                 }
             }
             let r = self.policy.handle_results(now, results);
-            self.guard(r).await?;
+            self.guard(CallKind::Turn, r).await?;
         }
         self.take_snapshot().await;
         Ok(())
@@ -151,17 +173,20 @@ impl<S: MetadataSession> Agent<S> {
     async fn take_snapshot(&mut self) {
         if let Ok(s) = self.policy.export_state() {
             self.snapshot = Some(s);
-            self.consecutive_traps = 0;
         }
     }
 
     /// Passes results through; on a trap, replaces the instance and reports the trap.
-    async fn guard<T>(&mut self, r: PolicyResult<T>) -> PolicyResult<T> {
-        if let Err(PolicyError::Trap(why)) = &r {
-            self.traps += 1;
-            self.consecutive_traps += 1;
-            tracing::error!(trap = %why, "policy call stopped; replacing the instance");
-            self.recover().await;
+    async fn guard<T>(&mut self, kind: CallKind, r: PolicyResult<T>) -> PolicyResult<T> {
+        match &r {
+            Err(PolicyError::Trap(why)) => {
+                self.traps += 1;
+                self.traps_in_a_row[kind.index()] += 1;
+                tracing::error!(trap = %why, call = ?kind, "policy call stopped; replacing the instance");
+                self.recover().await;
+            }
+            Ok(_) => self.traps_in_a_row[kind.index()] = 0,
+            Err(PolicyError::Host(_)) => {}
         }
         r
     }
@@ -170,13 +195,18 @@ impl<S: MetadataSession> Agent<S> {
     /// build; if no state can be restored, a fresh handler that reloads from the database
     /// (the session's open transaction is dropped first, as nobody knows about it any more).
     async fn recover(&mut self) {
-        let use_fallback = self.consecutive_traps >= 2 && self.fallback.is_some();
+        let keeps_trapping = self
+            .traps_in_a_row
+            .iter()
+            .any(|n| *n >= TRAPS_BEFORE_FALLBACK);
+        let use_fallback = keeps_trapping && self.fallback.is_some();
         let build = if use_fallback {
             let fb = self.fallback.clone();
             if let (Some(fb), Some(cur)) = (&fb, &self.loaded) {
                 if fb.hash != cur.hash {
                     tracing::warn!(from = %cur.hash, to = %fb.hash, "the policy keeps trapping; falling back to the known-good build");
                     self.previous = self.loaded.clone();
+                    self.traps_in_a_row = [0; CallKind::ALL];
                 }
             }
             fb
@@ -204,8 +234,14 @@ impl<S: MetadataSession> Agent<S> {
     }
 
     /// Replaces the running policy with `candidate` between two calls: export, import, warm
-    /// up. Any failure leaves the running policy untouched.
-    pub async fn swap(&mut self, candidate: LoadedPolicy) -> Result<(), SwapRefused> {
+    /// up. Any failure leaves the running policy untouched. With `probe` (the time and the
+    /// current DCS view) the warm-up also hands that view to a throwaway instance of the
+    /// candidate, so a build that cannot take a heartbeat is refused before it takes over.
+    pub async fn swap(
+        &mut self,
+        candidate: LoadedPolicy,
+        probe: Option<(u64, &ClusterView)>,
+    ) -> Result<(), SwapRefused> {
         let state = self
             .policy
             .export_state()
@@ -215,14 +251,14 @@ impl<S: MetadataSession> Agent<S> {
             Ok(Err(e)) => Some(e),
             Err(e) => Some(e.to_string()),
         };
-        let mut next = match candidate.import_handler(&state) {
-            Ok(Ok(p)) => p,
+        let (mut next, accepted) = match candidate.import_handler(&state) {
+            Ok(Ok(p)) => (p, state.clone()),
             first => {
                 // A build older than the binary state format reads only JSON: offer that.
                 let why = refused(first).unwrap_or_default();
                 match self.policy.export_state_json() {
                     Ok(Some(json)) => match candidate.import_handler(&json) {
-                        Ok(Ok(p)) => p,
+                        Ok(Ok(p)) => (p, json),
                         again => {
                             let also = refused(again).unwrap_or_default();
                             return Err(SwapRefused::Import(format!("{why}; as JSON: {also}")));
@@ -235,11 +271,24 @@ impl<S: MetadataSession> Agent<S> {
         next.poll_timeout()
             .and_then(|_| next.version())
             .map_err(|e| SwapRefused::Warmup(e.to_string()))?;
+        if let Some((now, view)) = probe {
+            // On a copy: the heartbeat's effects (queued tasks) must not reach the real one.
+            let mut scratch = match candidate.import_handler(&accepted) {
+                Ok(Ok(p)) => p,
+                other => {
+                    let why = refused(other).unwrap_or_default();
+                    return Err(SwapRefused::Warmup(format!("second import: {why}")));
+                }
+            };
+            scratch
+                .heartbeat(now, view)
+                .map_err(|e| SwapRefused::Warmup(format!("heartbeat on the current view: {e}")))?;
+        }
         tracing::info!(hash = %candidate.hash, contract = %candidate.contract, "policy swapped");
         self.previous = self.loaded.replace(candidate);
         self.policy = Box::new(next);
         self.snapshot = Some(state);
-        self.consecutive_traps = 0;
+        self.traps_in_a_row = [0; CallKind::ALL];
         Ok(())
     }
 }

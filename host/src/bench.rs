@@ -498,7 +498,7 @@ impl Bench {
                 .engine
                 .load(&candidate, "bench-candidate")
                 .map_err(anyhow::Error::msg)?;
-            ready(agent.swap(c))?;
+            ready(agent.swap(c, Some((0, &view))))?;
             Ok((t0.elapsed(), w0.elapsed()))
         };
         for _ in 0..2 {

@@ -8,6 +8,7 @@ use crate::session::faults::FaultySession;
 use crate::session::pg::{PgSession, SessionLimits};
 use crate::session::sim::{from_row, SimSession};
 use crate::session::MetadataSession;
+use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::node::PgDistRow;
 use citus_ha_policy::{EventOutcome, Statement, StatementResult};
 use serde_json::json;
@@ -168,6 +169,8 @@ async fn drive<S: MetadataSession>(
     mut set_rows: impl FnMut(&mut FaultySession<S>, &[PgDistRow]),
 ) -> Result<(), ReplayError> {
     let mut now: u64 = 0;
+    // What a swap's warm-up hands the candidate: the view of the last sync or event.
+    let mut last_view: Option<&ClusterView> = None;
     let io = |e: std::io::Error| ReplayError::Other(e.into());
     for (line, step) in &steps[1..] {
         let trapped = match step {
@@ -176,8 +179,14 @@ async fn drive<S: MetadataSession>(
                 set_rows(&mut agent.session, rows);
                 Ok(())
             }
-            Step::Sync(view) => agent.heartbeat(now, view).await,
-            Step::Event { cluster, event } => match agent.event(now, cluster, event).await {
+            Step::Sync(view) => {
+                last_view = Some(view);
+                agent.heartbeat(now, view).await
+            }
+            Step::Event { cluster, event } => match {
+                last_view = Some(cluster);
+                agent.event(now, cluster, event).await
+            } {
                 Ok(Err(invalid)) => {
                     note(out, &format!("line {line}: event refused: {invalid}")).map_err(io)?;
                     Ok(())
@@ -214,7 +223,10 @@ async fn drive<S: MetadataSession>(
                     Err(e) => Err(format!("cannot read {}: {e}", path.display())),
                     Ok(bytes) => match engine.load(&bytes, &path.display().to_string()) {
                         Err(e) => Err(e),
-                        Ok(candidate) => agent.swap(candidate).await.map_err(|e| e.to_string()),
+                        Ok(candidate) => agent
+                            .swap(candidate, last_view.map(|v| (now, v)))
+                            .await
+                            .map_err(|e| e.to_string()),
                     },
                 };
                 if let Err(e) = swapped {

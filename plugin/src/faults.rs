@@ -1,8 +1,12 @@
 //! Deliberate misbehaviour, compiled in only for the host's sandbox tests (cargo features
 //! `fault-*`); a normal build has none of it and these are empty functions.
 
-/// `fault-loop`: spin forever on the heartbeat; `fault-alloc`: allocate until memory runs out.
+/// `fault-loop`: spin forever on the heartbeat; `fault-alloc`: allocate until memory runs out;
+/// `fault-trap-heartbeat`: trap on every heartbeat (and nowhere else).
 pub fn on_heartbeat() {
+    if cfg!(feature = "fault-trap-heartbeat") {
+        panic!("fault-trap-heartbeat test build");
+    }
     if cfg!(feature = "fault-loop") {
         let mut n: u64 = 0;
         loop {

@@ -2,6 +2,32 @@
 
 use crate::error::InvalidInput;
 
+/// PostgreSQL's ceiling for both max_connections and max_prepared_transactions (MAX_BACKENDS).
+pub const MAX_BACKENDS: i64 = 262_143;
+
+/// `value` as PostgreSQL would take it for an integer setting in `range`.
+fn integer_setting(
+    name: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, InvalidInput> {
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            InvalidInput::new(
+                name,
+                format!(
+                    "{value:?} is outside the valid range for parameter \"{name}\" ({} .. {})",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
 /// Returns `params` adjusted for Citus: `citus` first in shared_preload_libraries, prepared
 /// transactions enabled (Citus uses 2PC), logical WAL (shard moves use logical replication) and
 /// the host Citus uses to reach the local server. Order of other parameters is kept; new ones
@@ -13,17 +39,7 @@ pub fn adjust_gucs(
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let max_connections = match get("max_connections") {
         None => return Err(InvalidInput::new("max_connections", "is required")),
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                InvalidInput::new(
-                    "max_connections",
-                    format!("{v:?} is not a positive integer"),
-                )
-            })?,
+        Some(v) => integer_setting("max_connections", v, 1..=MAX_BACKENDS)?,
     };
     let libs: Vec<&str> = get("shared_preload_libraries")
         .unwrap_or("")
@@ -37,12 +53,7 @@ pub fn adjust_gucs(
         .join(",");
     let mpt = match get("max_prepared_transactions") {
         None => 0,
-        Some(v) => v.trim().parse::<i64>().map_err(|_| {
-            InvalidInput::new(
-                "max_prepared_transactions",
-                format!("{v:?} is not an integer"),
-            )
-        })?,
+        Some(v) => integer_setting("max_prepared_transactions", v, 0..=MAX_BACKENDS)?,
     };
     let mut out: Vec<(String, String)> = params.to_vec();
     set(&mut out, "shared_preload_libraries", libs);
@@ -50,7 +61,7 @@ pub fn adjust_gucs(
         set(
             &mut out,
             "max_prepared_transactions",
-            (max_connections * 2).to_string(),
+            (max_connections * 2).min(MAX_BACKENDS).to_string(),
         );
     }
     set(&mut out, "wal_level", "logical".into());
@@ -121,6 +132,27 @@ mod tests {
         assert_eq!(get(&out, "citus.local_hostname"), "localhost");
         let out = adjust_gucs(&p(&[("max_connections", "10")]), None).unwrap();
         assert_eq!(get(&out, "max_prepared_transactions"), "20");
+    }
+
+    #[test]
+    fn values_are_range_checked_as_postgresql_does() {
+        // Once 9223372036854775807 gave max_prepared_transactions -2 and 4294967295 gave
+        // 8589934590: PostgreSQL would refuse to start with either.
+        for huge in ["9223372036854775807", "4294967295", "262144", "0", "-1"] {
+            let e = adjust_gucs(&p(&[("max_connections", huge)]), None).unwrap_err();
+            assert_eq!(e.field, "max_connections", "{huge}");
+            assert!(e.reason.contains("262143"), "{}", e.reason);
+        }
+        let e = adjust_gucs(
+            &p(&[("max_connections", "100"), ("max_prepared_transactions", "262144")]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "max_prepared_transactions");
+        let out = adjust_gucs(&p(&[("max_connections", "262143")]), None).unwrap();
+        assert_eq!(get(&out, "max_prepared_transactions"), "262143", "capped");
+        let out = adjust_gucs(&p(&[("max_connections", "131071")]), None).unwrap();
+        assert_eq!(get(&out, "max_prepared_transactions"), "262142");
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct Metrics {
     pub statements: u64,
     pub failed_statements: u64,
     pub sync_retries: u64,
+    /// Event tasks dropped because their caller stopped waiting before they could start.
+    /// Not part of the exported state (formats 1 and 2 keep their bytes), so it counts from
+    /// this instance's start.
+    #[serde(skip)]
+    pub expired_events: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +478,10 @@ impl Handler {
         );
         let ticket = self.next_ticket;
         task.ticket = Some(ticket);
+        if !crate::compat::REFERENCE_PORT {
+            // The pause is for the caller, who waits `timeout` from now and then goes on.
+            task.deadline = now.saturating_add(ev.timeout_ms);
+        }
         if self.add_task(task, now) {
             self.next_ticket += 1;
             self.log(
@@ -954,6 +963,20 @@ impl Handler {
                     .find(|g| self.queue.get(*g).is_some_and(eligible))?,
             };
             let task = self.queue.get(g).expect("listed");
+            if task.expires_at().is_some_and(|at| now >= at) {
+                let t = self.queue.remove(g).expect("listed");
+                self.metrics.expired_events += 1;
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "dropping the {} task of group {g}: its caller stopped waiting {} ms ago, before it could start",
+                        t.event.as_str(),
+                        now - t.deadline
+                    ),
+                );
+                self.complete(t.ticket);
+                continue;
+            }
             if self.cache.get(&g).is_some_and(|c| task.same_as(c)) {
                 let t = self.queue.remove(g).expect("listed");
                 self.complete(t.ticket);
@@ -980,7 +1003,9 @@ impl Handler {
         let standalone_txn = !in_txn && plan.steps > 1;
         if task.event.opens_transaction() {
             if let Some(t) = task.timeout_ms {
-                task.deadline = now + t;
+                if task.deadline == 0 {
+                    task.deadline = now + t;
+                }
             }
             if !in_txn {
                 steps.push_back(Step::Begin);
@@ -1872,6 +1897,76 @@ mod tests {
         h.now = T0 + 30_000;
         assert_eq!(h.clean_turn(), vec![Rollback, add_s("10.0.2.2", 2)]);
         assert_eq!(h.h.metrics().deadline_rollbacks, 1);
+    }
+
+    fn ev_waiting(kind: &str, group: GroupId, leader: &str, timeout_s: u32) -> String {
+        format!(
+            r#"{{"type":"{kind}","group":{group},"leader":"{leader}","timeout":{timeout_s},"cooldown":10}}"#
+        )
+    }
+
+    #[test]
+    fn a_pause_whose_caller_stopped_waiting_before_it_could_start_is_dropped() {
+        // Issue 11 item 4 (departure 9): the reference starts it anyway, pausing the group
+        // for a caller who already went on with its switchover.
+        let mut h = settled();
+        h.event(&base(), &ev("before_demote", 1, "w1a"));
+        assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
+        // Group 2's worker asks too, waiting 5 s, while group 1 holds its pause.
+        h.now = T0 + 1_000;
+        let t = h.queued(&base(), &ev_waiting("before_demote", 2, "w2a", 5));
+        assert_eq!(h.turn(), vec![]);
+        // Group 1's pause ends at T0 + 30 s, long after group 2's caller gave up.
+        h.now = T0 + 30_000;
+        assert_eq!(h.clean_turn(), vec![Rollback]);
+        assert_eq!(h.h.metrics().expired_events, 1);
+        assert!(h.h.poll_completed().contains(&t));
+        assert!(h
+            .warnings()
+            .iter()
+            .any(|w| w.contains("group 2") && w.contains("stopped waiting")));
+        assert!(!h.sim.in_transaction());
+        assert_eq!(h.h.poll_timeout(), None, "nothing left to do");
+    }
+
+    #[test]
+    fn a_pause_that_starts_late_ends_when_its_caller_stops_waiting() {
+        let mut h = settled();
+        h.event(&base(), &ev("before_demote", 1, "w1a"));
+        assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
+        h.now = T0 + 10_000;
+        h.queued(&base(), &ev_waiting("before_demote", 2, "w2a", 30));
+        h.now = T0 + 30_000;
+        assert_eq!(
+            h.clean_turn(),
+            vec![Rollback, Begin, upd(4, "10.0.2.1-demoted")]
+        );
+        // Its caller waits until T0 + 40 s; a pause to T0 + 60 s would hold every other
+        // group back for nobody.
+        assert_eq!(h.h.in_flight_deadline(), Some(T0 + 40_000));
+        assert_eq!(h.h.metrics().expired_events, 0);
+    }
+
+    #[test]
+    fn a_late_promotion_still_applies() {
+        // Only pauses expire: a worker that promoted needs its row whenever it is reached.
+        let mut h = settled();
+        h.event(&base(), &ev("before_demote", 2, "w2a"));
+        assert_eq!(h.clean_turn(), vec![Begin, upd(4, "10.0.2.1-demoted")]);
+        let promoted = with_g1(
+            Some("w1b"),
+            vec![m("w1a", "10.0.1.1"), primary(m("w1b", "10.0.1.2"))],
+        );
+        h.queued(&promoted, &ev_waiting("after_promote", 1, "w1b", 1));
+        h.now = T0 + 30_000;
+        let sent = h.clean_turn();
+        assert_eq!(sent[0], Rollback);
+        assert!(
+            sent.iter()
+                .any(|s| matches!(s, Statement::UpdateNode { host, .. } if host == "10.0.1.2")),
+            "{sent:?}"
+        );
+        assert_eq!(h.h.metrics().expired_events, 0);
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
     pub timeout_ms: Option<u64>,
     pub cooldown_ms: i32,
-    /// When an open transaction of this task must be rolled back (ms, host clock).
+    /// When the task's pause must end (ms, host clock). A task from an event gets it on
+    /// arrival: arrival + timeout, the moment its caller stops waiting; a task still queued
+    /// then is dropped, never started. 0 on a queued task means it arrived under a build
+    /// that set deadlines only on start (its state imports unchanged): it gets start +
+    /// timeout, as it would have there. Heartbeat tasks never open a pause.
     pub deadline: u64,
     #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
     pub ticket: Option<Ticket>,
@@ -38,6 +42,13 @@ impl Task {
     /// The reference's task equality: same event and same topology.
     pub fn same_as(&self, other: &Task) -> bool {
         self.event == other.event && self.group.same_topology(&other.group)
+    }
+    /// For a queued task that would open a pause: the moment its caller stopped waiting, if
+    /// known. Past it the pause serves nobody. (A promotion's task still applies late: the
+    /// worker has promoted, and its row must follow.)
+    pub fn expires_at(&self) -> Option<u64> {
+        (self.from_event() && self.event.opens_transaction() && self.deadline != 0)
+            .then_some(self.deadline)
     }
     /// Tasks from the heartbeat carry no timeout.
     pub fn from_event(&self) -> bool {

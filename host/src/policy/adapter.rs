@@ -647,6 +647,8 @@ macro_rules! contract {
             statements: m.statements,
             failed_statements: m.failed_statements,
             sync_retries: m.sync_retries,
+            // Contracts up to 0.3.0 do not carry it.
+            expired_events: 0,
         }))
     }};
     (@metrics $self:ident, $s:ident, $h:ident, ) => {{

@@ -857,7 +857,8 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
             } => {
                 let from = self.running();
                 let hash = candidate.hash.clone();
-                match self.agent.swap(*candidate).await {
+                let probe = self.view.as_ref().map(|v| (self.clock.now(), v));
+                match self.agent.swap(*candidate, probe).await {
                     Ok(()) => {
                         self.stats.swaps += 1;
                         if let Some(l) = self.agent.loaded() {
