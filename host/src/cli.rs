@@ -90,7 +90,9 @@ pub enum Command {
     /// Fields (Patroni's names): name; citus {group, database}; postgresql {connect_address
     /// "host:port" or conn_url, database, authentication.superuser {username, password, sslcert,
     /// sslkey}, sslmode}; restapi {listen (127.0.0.1:8008), authentication {username, password},
-    /// certfile, keyfile}; loop_wait (10), ttl (30), retry_timeout (10); dcs {file};
+    /// certfile, keyfile}; loop_wait (10), ttl (30), retry_timeout (10); dcs {file}, or
+    /// scope, namespace (/service/) and etcd3 {host | hosts, protocol, username, password,
+    /// cacert, cert, key};
     /// policy {path (embedded), call_timeout_ms (2000), max_memory_mb (256), cache_dir};
     /// coordinator {url} (default: built from postgresql.* with the citus database).
     CheckConfig {
