@@ -234,3 +234,37 @@ async fn speaks_tls_with_a_client_certificate() {
         assert!(err.contains(reason), "{what}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_can_never_see_the_change_is_caught_by_confirmation() {
+    let mut etcd = Etcd::start().await;
+    write_group1(&etcd).await;
+    for _ in 0..20 {
+        etcd.put("/service/other/filler", "x").await;
+    }
+    let mut source = EtcdSource::start(&settings(&etcd), Duration::from_secs(2)).unwrap();
+    first_view(&mut source).await;
+    // etcd comes back empty (a restored backup, a rebuilt cluster): its revisions start
+    // over below the one the source resumes its watch from, so the watch itself would wait
+    // for revisions that hold none of these keys. Only the fingerprint shows the difference.
+    etcd.restart_empty().await;
+    etcd.put_leader(1, "w9").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(v) = source.snapshot().await {
+            if v.coordinator.leader.is_none()
+                && v.workers.len() == 1
+                && v.workers[0].1.leader.as_deref() == Some("w9")
+                && v.workers[0].1.members.is_empty()
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source still vouches for the old etcd's view: {:?}",
+            source.snapshot().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

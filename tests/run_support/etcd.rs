@@ -281,6 +281,14 @@ impl Etcd {
         );
     }
 
+    /// Starts etcd again on the same ports with an empty data dir: a new cluster whose
+    /// revisions start over (as after restoring an old backup).
+    pub async fn restart_empty(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
+        self.restart().await;
+    }
+
     /// SIGSTOP / SIGCONT: etcd keeps its connections but answers nothing.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("etcd runs").id();

@@ -137,6 +137,17 @@ struct RawRange {
     header: RawHeader,
     #[serde(default)]
     kvs: Vec<RawKv>,
+    #[serde(default, deserialize_with = "i64_or_string")]
+    count: i64,
+}
+
+/// How many keys a prefix holds and the newest change among them: equal fingerprints at two
+/// moments mean no key was put or deleted in between (a put raises the newest revision, a
+/// delete alone lowers the count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub count: i64,
+    pub max_mod_revision: i64,
 }
 
 #[derive(Deserialize)]
@@ -369,14 +380,13 @@ impl Client {
         Ok(())
     }
 
-    /// Every key under `prefix` (linearizable). `keys_only`: values are left out.
-    pub async fn range(&self, prefix: &str, keys_only: bool) -> Result<Range, EtcdError> {
+    /// Every key under `prefix` (linearizable).
+    pub async fn range(&self, prefix: &str) -> Result<Range, EtcdError> {
         let path = "/v3/kv/range";
         let v = self
             .call(
                 path,
-                &json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)),
-                        "keys_only": keys_only}),
+                &json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
             )
             .await?;
         let raw: RawRange = serde_json::from_value(v).map_err(|e| self.protocol(path, e))?;
@@ -389,6 +399,24 @@ impl Client {
         Ok(Range {
             revision: raw.header.revision,
             kvs,
+        })
+    }
+
+    /// The prefix's [`Fingerprint`] (linearizable): one key comes back, whatever the size of
+    /// the formation, so confirming often costs little.
+    pub async fn fingerprint(&self, prefix: &str) -> Result<Fingerprint, EtcdError> {
+        let path = "/v3/kv/range";
+        let v = self
+            .call(
+                path,
+                &json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)),
+                        "keys_only": true, "limit": 1, "sort_order": "DESCEND", "sort_target": "MOD"}),
+            )
+            .await?;
+        let raw: RawRange = serde_json::from_value(v).map_err(|e| self.protocol(path, e))?;
+        Ok(Fingerprint {
+            count: raw.count,
+            max_mod_revision: raw.kvs.first().map(|kv| kv.mod_revision).unwrap_or(0),
         })
     }
 

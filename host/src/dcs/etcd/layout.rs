@@ -7,6 +7,7 @@
 //! Group 0 is the coordinator. A key is parsed once, when it arrives, so that rebuilding the
 //! view after a change costs a walk over parsed entries rather than a JSON parse per member.
 
+use super::client::Fingerprint;
 use crate::dcs::shape::parse_member;
 use citus_ha_policy::dcs::{ClusterView, GroupView, Member};
 use std::collections::BTreeMap;
@@ -105,9 +106,12 @@ impl Keyspace {
         self.entries.remove(key);
     }
 
-    /// Every key with its mod_revision, in key order: what a keys-only range must match.
-    pub fn revisions(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.entries.iter().map(|(k, (r, _))| (k.as_str(), *r))
+    /// What etcd's fingerprint of the prefix must equal while this view is current.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            count: self.entries.len() as i64,
+            max_mod_revision: self.entries.values().map(|(r, _)| *r).max().unwrap_or(0),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -194,6 +198,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, file);
+    }
+
+    #[test]
+    fn fingerprint_counts_keys_and_the_newest_change() {
+        let mut ks = Keyspace::default();
+        let fp = |count, max_mod_revision| Fingerprint {
+            count,
+            max_mod_revision,
+        };
+        assert_eq!(ks.fingerprint(), fp(0, 0));
+        ks.put(P, format!("{P}1/leader"), 4, b"a");
+        ks.put(P, format!("{P}0/leader"), 7, b"b");
+        ks.put(P, "/elsewhere/1/leader".into(), 9, b"c");
+        assert_eq!(ks.fingerprint(), fp(2, 7));
+        ks.delete(&format!("{P}0/leader"));
+        assert_eq!(ks.fingerprint(), fp(1, 4));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! disagrees twice) is answered by listing again. Nothing polls the data in steady state.
 //!
 //! Freshness: the view is *vouched* for a while after each proof that it is current (the
-//! list, a watch message, or a confirmation). A confirmation is a keys-only range every
-//! `confirm_every` (a sixth of `ttl`) whose keys and mod revisions must equal the view's:
+//! list, a watch message, or a confirmation). A confirmation is a linearizable read of the
+//! prefix's fingerprint (its key count and newest mod revision: one key comes back) every
+//! `confirm_every` (a sixth of `ttl`), which must equal the view's:
 //! it proves etcd answers (a silent or partitioned etcd fails a linearizable read in
 //! bounded time) and that the watch has not missed a change. While the watch is broken, a
 //! request failed, or the vouching has run out, [`EtcdSource::snapshot`] fails, so the owner
@@ -276,7 +277,7 @@ impl Follower {
         let listed = self.keys.is_none();
         if listed {
             let sent = Instant::now();
-            let range = self.client.range(&self.prefix, false).await?;
+            let range = self.client.range(&self.prefix).await?;
             self.keys = Some(Keyspace::default());
             for kv in range.kvs {
                 self.put(kv.key, kv.mod_revision, &kv.value);
@@ -363,13 +364,8 @@ impl Follower {
                 },
                 _ = tokio::time::sleep_until(next_confirm) => {
                     let sent = Instant::now();
-                    let range = self.client.range(&self.prefix, true).await?;
-                    let agrees = self.keys.as_ref().is_some_and(|k| {
-                        k.len() == range.kvs.len()
-                            && k.revisions()
-                                .zip(&range.kvs)
-                                .all(|((key, rev), kv)| key == kv.key && rev == kv.mod_revision)
-                    });
+                    let etcd_has = self.client.fingerprint(&self.prefix).await?;
+                    let agrees = self.keys.as_ref().is_some_and(|k| k.fingerprint() == etcd_has);
                     if agrees {
                         strikes = 0;
                         confirmed = true;
