@@ -66,6 +66,10 @@ pub enum Command {
         /// Use this policy component instead of the embedded one.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// With --db: seconds to wait for a connection or for any statement's answer (a
+        /// forced update gets its cooldown on top) before counting the session as lost.
+        #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+        db_timeout: f64,
     },
     /// Run the coordinator-side agent: keep pg_dist_node in step with the DCS and serve the
     /// worker events of the REST API.
@@ -144,7 +148,18 @@ pub fn main() -> ExitCode {
         .expect("tokio runtime");
     let code = rt.block_on(async move {
         match cli.command {
-            Command::Replay { file, db, policy } => run_replay(file, db, policy).await,
+            Command::Replay {
+                file,
+                db,
+                policy,
+                db_timeout,
+            } => {
+                let limits = crate::session::pg::SessionLimits {
+                    connect: std::time::Duration::from_secs_f64(db_timeout),
+                    statement: std::time::Duration::from_secs_f64(db_timeout),
+                };
+                run_replay(file, db.map(|url| (url, limits)), policy).await
+            }
             Command::Demo => match crate::demo::play().await {
                 Ok(text) => {
                     print!("{text}");
@@ -194,7 +209,18 @@ fn policy_bytes(path: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn run_replay(file: PathBuf, db: Option<String>, policy: Option<PathBuf>) -> ExitCode {
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
+}
+
+async fn run_replay(
+    file: PathBuf,
+    db: Option<(String, crate::session::pg::SessionLimits)>,
+    policy: Option<PathBuf>,
+) -> ExitCode {
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) => {
@@ -226,7 +252,8 @@ async fn run_replay(file: PathBuf, db: Option<String>, policy: Option<PathBuf>) 
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match replay(&steps, &engine, &bytes, db.as_deref(), &mut out).await {
+    let db = db.as_ref().map(|(url, limits)| (url.as_str(), *limits));
+    match replay(&steps, &engine, &bytes, db, &mut out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(ReplayError::Scenario(e)) => {
             eprintln!("citus-ha replay: {}: {e}", file.display());

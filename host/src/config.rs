@@ -138,6 +138,10 @@ pub struct RestApi {
     pub auth: Option<(String, String)>,
     /// Certificate chain and key (PEM) for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may take to send a request's head (and, separately, its body).
+    pub request_timeout: Duration,
+    /// Connections served at once; more are answered 503.
+    pub max_connections: usize,
 }
 
 /// `policy`: which component runs and its sandbox limits.
@@ -761,6 +765,8 @@ impl Walker {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
                 auth: None,
                 tls: None,
+                request_timeout: Duration::from_secs(10),
+                max_connections: 128,
             }),
             Some(v) => self.restapi(v),
         };
@@ -945,8 +951,16 @@ impl Walker {
                 "authentication",
                 "certfile",
                 "keyfile",
+                "request_timeout",
+                "max_connections",
             ],
         )?;
+        let request_timeout = self
+            .integer(m, p, "request_timeout", (1, 3600))
+            .map_or(Duration::from_secs(10), Duration::from_secs);
+        let max_connections = self
+            .integer(m, p, "max_connections", (1, 65_536))
+            .map_or(128, |n| n as usize);
         let listen = match self.string(m, p, "listen") {
             None => Some(DEFAULT_LISTEN.parse().expect("valid default")),
             Some(l) => match resolve_listen(&l) {
@@ -1000,6 +1014,8 @@ impl Walker {
             listen: listen?,
             auth,
             tls,
+            request_timeout,
+            max_connections,
         })
     }
 

@@ -144,7 +144,10 @@ mod tests {
             assert!(e.reason.contains("262143"), "{}", e.reason);
         }
         let e = adjust_gucs(
-            &p(&[("max_connections", "100"), ("max_prepared_transactions", "262144")]),
+            &p(&[
+                ("max_connections", "100"),
+                ("max_prepared_transactions", "262144"),
+            ]),
             None,
         )
         .unwrap_err();
