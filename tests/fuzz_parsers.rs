@@ -34,11 +34,52 @@ impl Rng {
 /// Fragments that make parsers work hardest: structure, numbers at and past every limit,
 /// odd text.
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", ":", ",", "\"", "\\", "null", "true", "-1", "0", "1e309", "-0",
-    "99999999999999999999999", "9223372036854775808", "4294967296", "1.5", "NaN", "\u{0}",
-    "\u{feff}", "é", "\n", "  ", "- ", "&a", "*a", "!tag ", "'", "%", "\\u0000", "\"\":",
-    "before_demote", "after_promote", "group", "leader", "timeout", "members", "workers",
-    "conn_url", "postgres://", "[::1]", "@", "/", "?sslmode=", "#",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"",
+    "\\",
+    "null",
+    "true",
+    "-1",
+    "0",
+    "1e309",
+    "-0",
+    "99999999999999999999999",
+    "9223372036854775808",
+    "4294967296",
+    "1.5",
+    "NaN",
+    "\u{0}",
+    "\u{feff}",
+    "é",
+    "\n",
+    "  ",
+    "- ",
+    "&a",
+    "*a",
+    "!tag ",
+    "'",
+    "%",
+    "\\u0000",
+    "\"\":",
+    "before_demote",
+    "after_promote",
+    "group",
+    "leader",
+    "timeout",
+    "members",
+    "workers",
+    "conn_url",
+    "postgres://",
+    "[::1]",
+    "@",
+    "/",
+    "?sslmode=",
+    "#",
 ];
 
 /// One mutation of `seed`: flips, cuts, repeats, splices of tokens; sometimes several.
@@ -153,10 +194,9 @@ fn config_files() {
 
 #[test]
 fn dcs_files() {
-    let json = serde_json::to_string(
-        &serde_yaml::from_str::<serde_json::Value>(EXAMPLE_DCS).unwrap(),
-    )
-    .unwrap();
+    let json =
+        serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(EXAMPLE_DCS).unwrap())
+            .unwrap();
     let seeds = vec![EXAMPLE_DCS.as_bytes().to_vec(), json.into_bytes()];
     fuzz("dcs", &seeds, |b| {
         parse_cluster_text(text(b)?, "dcs.yaml")
@@ -177,7 +217,9 @@ fn scenario_files() {
     }
     assert!(seeds.len() >= 10);
     fuzz("scenario", &seeds, |b| {
-        parse_scenario(text(b)?).map(drop).map_err(|e| e.to_string())
+        parse_scenario(text(b)?)
+            .map(drop)
+            .map_err(|e| e.to_string())
     });
 }
 
@@ -218,5 +260,7 @@ fn state_imports() {
         r#"{"type":"before_demote","group":1,"leader":"w1a","timeout":30,"cooldown":10}"#,
     );
     let seeds = vec![h.export_state(), h.export_state_json()];
-    fuzz("state-import", &seeds, |b| Handler::import_state(b).map(drop));
+    fuzz("state-import", &seeds, |b| {
+        Handler::import_state(b).map(drop)
+    });
 }

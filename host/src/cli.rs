@@ -94,7 +94,9 @@ pub enum Command {
     /// Fields (Patroni's names): name; citus {group, database}; postgresql {connect_address
     /// "host:port" or conn_url, database, authentication.superuser {username, password, sslcert,
     /// sslkey}, sslmode}; restapi {listen (127.0.0.1:8008), authentication {username, password},
-    /// certfile, keyfile}; loop_wait (10), ttl (30), retry_timeout (10); dcs {file};
+    /// certfile, keyfile, request_timeout (10), max_connections (128)}; loop_wait (10), ttl (30,
+    /// at least loop_wait), retry_timeout (10: the bound of every coordinator connect and
+    /// statement), max_pause (2 x ttl: the longest pause an event gets); dcs {file};
     /// policy {path (embedded), call_timeout_ms (2000), max_memory_mb (256), cache_dir};
     /// coordinator {url} (default: built from postgresql.* with the citus database).
     CheckConfig {
