@@ -16,6 +16,8 @@
 #[path = "run_support/mod.rs"]
 mod support;
 
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,22 +31,9 @@ const LOOP: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 const TTL: Duration = Duration::from_secs(2);
 
-/// splitmix64, seeded per schedule.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
+/// A pause of `lo..=hi` milliseconds.
+fn millis(rng: &mut Pcg64, lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(rng.random_range(lo..=hi))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -292,16 +281,16 @@ async fn random_fault_schedules_keep_every_invariant() {
     let mut max_stop = Duration::ZERO;
     for s in 0..schedules {
         let schedule_seed = seed.wrapping_mul(1_000_003).wrapping_add(s);
-        let mut rng = Rng(schedule_seed);
+        let mut rng = Pcg64::seed_from_u64(schedule_seed);
         let context = format!("seed {seed}, schedule {s} (CITUS_HA_FAULT_SEED={seed})");
         // Converged before the faults start, so what follows is this schedule's doing.
         converge(&pg_url, &topology, Duration::from_secs(15), &context).await;
         let stop = Arc::new(AtomicBool::new(false));
         let watch = monitor(port, agent.pid(), pg_url.clone(), stop.clone());
-        let mut faults: Vec<Fault> = (0..1 + rng.below(3))
-            .map(|_| FAULTS[rng.below(FAULTS.len() as u64) as usize])
+        let mut faults: Vec<Fault> = (0..1 + rng.random_range(0..3))
+            .map(|_| FAULTS[rng.random_range(0..FAULTS.len() as u64) as usize])
             .collect();
-        faults.push(if rng.below(2) == 0 {
+        faults.push(if rng.random_range(0..2) == 0 {
             Fault::SwitchoverWithEvents
         } else {
             Fault::FailoverFromDcs
@@ -330,18 +319,18 @@ async fn random_fault_schedules_keep_every_invariant() {
                     let mut pids = agent_backends(&pg_url).await;
                     pids.extend(env.pg.postmaster_pid());
                     let frozen = Frozen::new(pids);
-                    tokio::time::sleep(rng.millis(200, 900)).await;
+                    tokio::time::sleep(millis(&mut rng, 200, 900)).await;
                     drop(frozen);
                 }
                 Fault::CorruptDcs => {
                     std::fs::write(&env.dcs, b"{\"leader\": \"coord1\", \"workers\": [").unwrap();
-                    tokio::time::sleep(rng.millis(200, 1200)).await;
+                    tokio::time::sleep(millis(&mut rng, 200, 1200)).await;
                     env.write_dcs(&topology.dcs());
                 }
                 Fault::SilentDcs => {
                     let hidden = env.dir.path().join("dcs.hidden");
                     std::fs::rename(&env.dcs, &hidden).unwrap();
-                    tokio::time::sleep(TTL + rng.millis(300, 900)).await;
+                    tokio::time::sleep(TTL + millis(&mut rng, 300, 900)).await;
                     std::fs::rename(&hidden, &env.dcs).unwrap();
                 }
                 Fault::TrappingBuild => {
@@ -349,7 +338,7 @@ async fn random_fault_schedules_keep_every_invariant() {
                     assert_eq!(code, 422, "{context}: a trapping build was taken: {answer}");
                 }
                 Fault::SwapMidSwitchover => {
-                    let g = 1 + rng.below(GROUPS as u64) as i32;
+                    let g = 1 + rng.random_range(0..GROUPS as u64) as i32;
                     let lead = topology.0[&g];
                     let (_, _) = agent
                         .event(&before_demote(g, &format!("w{g}{lead}"), 2))
@@ -358,14 +347,18 @@ async fn random_fault_schedules_keep_every_invariant() {
                     assert_eq!(code, 200, "{context}: {answer}");
                 }
                 Fault::EventFlood => {
-                    let n = 5 + rng.below(20);
+                    let n = 5 + rng.random_range(0..20);
                     let mut bodies = Vec::new();
                     for _ in 0..n {
-                        let g = 1 + rng.below(GROUPS as u64) as i32;
-                        let who = if rng.below(2) == 0 { 'a' } else { 'b' };
-                        let timeout = 0.05 + rng.below(1500) as f64 / 1000.0;
+                        let g = 1 + rng.random_range(0..GROUPS as u64) as i32;
+                        let who = if rng.random_range(0..2) == 0 {
+                            'a'
+                        } else {
+                            'b'
+                        };
+                        let timeout = 0.05 + rng.random_range(0..1500) as f64 / 1000.0;
                         let kind = ["before_demote", "after_promote", "before_promote", "bogus"]
-                            [rng.below(4) as usize];
+                            [rng.random_range(0..4) as usize];
                         bodies.push(
                             json!({"type": kind, "group": g, "leader": format!("w{g}{who}"),
                                            "timeout": timeout, "cooldown": 1}),
@@ -375,7 +368,7 @@ async fn random_fault_schedules_keep_every_invariant() {
                     futures::future::join_all(bodies.iter().map(|b| agent.event(b))).await;
                 }
                 Fault::SwitchoverWithEvents => {
-                    let g = 1 + rng.below(GROUPS as u64) as i32;
+                    let g = 1 + rng.random_range(0..GROUPS as u64) as i32;
                     let old = topology.0[&g];
                     let new = Topology::other(old);
                     let _ = agent
@@ -386,7 +379,7 @@ async fn random_fault_schedules_keep_every_invariant() {
                     let _ = agent.event(&after_promote(g, &format!("w{g}{new}"))).await;
                 }
                 Fault::FailoverFromDcs => {
-                    let g = 1 + rng.below(GROUPS as u64) as i32;
+                    let g = 1 + rng.random_range(0..GROUPS as u64) as i32;
                     let new = Topology::other(topology.0[&g]);
                     topology.0.insert(g, new);
                     env.write_dcs(&topology.dcs());

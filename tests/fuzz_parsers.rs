@@ -12,24 +12,10 @@ use citus_ha::service::EXAMPLE_DCS;
 use citus_ha_policy::handler::Handler;
 use citus_ha_policy::packed_view::{pack_once, PackedView};
 use citus_ha_policy::CitusConfig;
+use rand::{Rng, RngExt, SeedableRng};
+use rand_pcg::Pcg64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-
-/// splitmix64: small, seedable, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Fragments that make parsers work hardest: structure, numbers at and past every limit,
 /// odd text.
@@ -83,35 +69,35 @@ const TOKENS: &[&str] = &[
 ];
 
 /// One mutation of `seed`: flips, cuts, repeats, splices of tokens; sometimes several.
-fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+fn mutate(rng: &mut Pcg64, seed: &[u8]) -> Vec<u8> {
     let mut out = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        match rng.below(7) {
+    for _ in 0..1 + rng.random_range(0..4) {
+        let at = rng.random_range(0..out.len() + 1);
+        match rng.random_range(0..7) {
             0 if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out[i] ^= 1 << rng.below(8);
+                let i = rng.random_range(0..out.len());
+                out[i] ^= 1 << rng.random_range(0..8);
             }
             1 => out.truncate(at),
             2 if at < out.len() => {
-                let end = (at + 1 + rng.below(16)).min(out.len());
+                let end = (at + 1 + rng.random_range(0..16)).min(out.len());
                 out.drain(at..end);
             }
             3 => {
-                let t = TOKENS[rng.below(TOKENS.len())].as_bytes();
+                let t = TOKENS[rng.random_range(0..TOKENS.len())].as_bytes();
                 out.splice(at..at, t.iter().copied());
             }
             4 if at < out.len() => {
-                let end = (at + 1 + rng.below(32)).min(out.len());
+                let end = (at + 1 + rng.random_range(0..32)).min(out.len());
                 let piece = out[at..end].to_vec();
                 out.splice(at..at, piece);
             }
             5 => {
-                let b = rng.next() as u8;
+                let b = rng.next_u32() as u8;
                 out.insert(at, b);
             }
             _ => {
-                let long = "x".repeat(1 + rng.below(70_000));
+                let long = "x".repeat(1 + rng.random_range(0..70_000));
                 out.splice(at..at, long.into_bytes());
             }
         }
@@ -130,10 +116,10 @@ fn setting(name: &str, default: u64) -> u64 {
 fn fuzz(name: &str, seeds: &[Vec<u8>], parse: impl Fn(&[u8]) -> Result<(), String>) {
     let inputs = setting("CITUS_HA_FUZZ_INPUTS", 10_000);
     let seed = setting("CITUS_HA_FUZZ_SEED", 0x5EED) ^ name.len() as u64;
-    let mut rng = Rng(seed);
+    let mut rng = Pcg64::seed_from_u64(seed);
     let (mut refused, mut accepted) = (0u64, 0u64);
     for n in 0..inputs {
-        let base = &seeds[rng.below(seeds.len())];
+        let base = &seeds[rng.random_range(0..seeds.len())];
         let input = if n < seeds.len() as u64 {
             base.clone()
         } else {

@@ -561,9 +561,14 @@ impl Drop for Agent {
 
 /// Starts the standard setup: the environment, coord1 leading, the cluster registered.
 pub async fn standard() -> (Env, Agent) {
+    standard_with("").await
+}
+
+/// [`standard`] with `extra` config (see [`Env::config`]).
+pub async fn standard_with(extra: &str) -> (Env, Agent) {
     let env = Env::start().await;
     let port = free_port();
-    let config = env.config("coord1", "10.0.0.1:5432", port, "");
+    let config = env.config("coord1", "10.0.0.1:5432", port, extra);
     let agent = Agent::start(&config, port).await;
     agent.wait_leader(true).await;
     env.wait_registered().await;
