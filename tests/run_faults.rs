@@ -447,3 +447,34 @@ async fn pauses_whose_callers_gave_up_are_never_started() {
     );
     assert!(env.open_transaction().await.is_none());
 }
+
+/// Connection errors say what happened ("connection refused", "database ... does not
+/// exist"), not "error connecting to server" or "db error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_name_their_cause() {
+    use citus_ha::session::pg::{PgSession, SessionLimits};
+    use citus_ha::session::MetadataSession;
+    use citus_ha_policy::{Statement, StatementResult};
+    let pg = citus_ha_pg_harness::PgServer::start().expect("start PostgreSQL");
+    let closed = free_port();
+    let cases = [
+        (
+            format!("postgres://postgres@127.0.0.1:{closed}/citus"),
+            "onnection refused",
+        ),
+        (
+            pg.url("no_such_db"),
+            "database \"no_such_db\" does not exist",
+        ),
+    ];
+    for (url, cause) in cases {
+        let mut s = PgSession::new(&url, false, SessionLimits::default()).unwrap();
+        match s.execute(&Statement::LoadMetadata).await {
+            StatementResult::Failed(e) => {
+                assert!(e.message.contains(cause), "{url}: {}", e.message);
+                assert!(e.connection_lost, "{url}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
