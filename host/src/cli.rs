@@ -66,6 +66,10 @@ pub enum Command {
         /// Use this policy component instead of the embedded one.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// With --db: seconds to wait for a connection or for any statement's answer (a
+        /// forced update gets its cooldown on top) before counting the session as lost.
+        #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+        db_timeout: f64,
     },
     /// Run the coordinator-side agent: keep pg_dist_node in step with the DCS and serve the
     /// worker events of the REST API.
@@ -90,7 +94,9 @@ pub enum Command {
     /// Fields (Patroni's names): name; citus {group, database}; postgresql {connect_address
     /// "host:port" or conn_url, database, authentication.superuser {username, password, sslcert,
     /// sslkey}, sslmode}; restapi {listen (127.0.0.1:8008), authentication {username, password},
-    /// certfile, keyfile}; loop_wait (10), ttl (30), retry_timeout (10); dcs {file}, or
+    /// certfile, keyfile, request_timeout (10), max_connections (128)}; loop_wait (10), ttl (30,
+    /// at least loop_wait), retry_timeout (10: the bound of every coordinator connect and
+    /// statement), max_pause (2 x ttl: the longest pause an event gets); dcs {file}, or
     /// scope, namespace (/service/) and etcd3 {host | hosts, protocol, username, password,
     /// cacert, cert, key};
     /// policy {path (embedded), call_timeout_ms (2000), max_memory_mb (256), cache_dir};
@@ -146,7 +152,18 @@ pub fn main() -> ExitCode {
         .expect("tokio runtime");
     let code = rt.block_on(async move {
         match cli.command {
-            Command::Replay { file, db, policy } => run_replay(file, db, policy).await,
+            Command::Replay {
+                file,
+                db,
+                policy,
+                db_timeout,
+            } => {
+                let limits = crate::session::pg::SessionLimits {
+                    connect: std::time::Duration::from_secs_f64(db_timeout),
+                    statement: std::time::Duration::from_secs_f64(db_timeout),
+                };
+                run_replay(file, db.map(|url| (url, limits)), policy).await
+            }
             Command::Demo => match crate::demo::play().await {
                 Ok(text) => {
                     print!("{text}");
@@ -196,7 +213,18 @@ fn policy_bytes(path: Option<&PathBuf>) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn run_replay(file: PathBuf, db: Option<String>, policy: Option<PathBuf>) -> ExitCode {
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 86400")),
+    }
+}
+
+async fn run_replay(
+    file: PathBuf,
+    db: Option<(String, crate::session::pg::SessionLimits)>,
+    policy: Option<PathBuf>,
+) -> ExitCode {
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) => {
@@ -228,7 +256,8 @@ async fn run_replay(file: PathBuf, db: Option<String>, policy: Option<PathBuf>) 
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match replay(&steps, &engine, &bytes, db.as_deref(), &mut out).await {
+    let db = db.as_ref().map(|(url, limits)| (url.as_str(), *limits));
+    match replay(&steps, &engine, &bytes, db, &mut out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(ReplayError::Scenario(e)) => {
             eprintln!("citus-ha replay: {}: {e}", file.display());

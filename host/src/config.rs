@@ -148,6 +148,10 @@ pub struct RestApi {
     pub auth: Option<(String, String)>,
     /// Certificate chain and key (PEM) for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may take to send a request's head (and, separately, its body).
+    pub request_timeout: Duration,
+    /// Connections served at once; more are answered 503.
+    pub max_connections: usize,
 }
 
 /// `policy`: which component runs and its sandbox limits.
@@ -290,11 +294,38 @@ pub fn validate_citus(
         })?;
     match validated {
         Ok(c) => Ok((loaded, c)),
-        Err(invalid) => Err(vec![Problem {
-            path: invalid.field,
-            message: invalid.reason,
-        }]),
+        Err(first) => Err(every_citus_problem(&loaded, citus, first)),
     }
+}
+
+/// The policy names one problem per call; an operator wants them all. Each setting of the
+/// section is checked again on its own, beside valid stand-ins for the others, by the same
+/// build (its rules, not a copy of them).
+fn every_citus_problem(
+    loaded: &LoadedPolicy,
+    citus: &serde_json::Value,
+    first: citus_ha_policy::InvalidInput,
+) -> Vec<Problem> {
+    let mut problems = vec![Problem {
+        path: first.field,
+        message: first.reason,
+    }];
+    let (Some(section), Ok(mut f)) = (citus.as_object(), loaded.functions()) else {
+        return problems;
+    };
+    for (key, value) in section {
+        let mut probe = serde_json::json!({"group": 0, "database": "citus"});
+        probe[key.as_str()] = value.clone();
+        if let Ok(Err(invalid)) = f.validate_config(&probe.to_string()) {
+            if !problems.iter().any(|p| p.path == invalid.field) {
+                problems.push(Problem {
+                    path: invalid.field,
+                    message: invalid.reason,
+                });
+            }
+        }
+    }
+    problems
 }
 
 impl PolicySettings {
@@ -352,7 +383,7 @@ impl Config {
     /// Like [`Config::parse`], but keeps what could be read next to the problems. Only a YAML
     /// syntax error (with its line and column) is an `Err`.
     pub fn parse_partial(text: &str, base: &Path) -> Result<Parsed, ConfigErrors> {
-        let doc: Value = serde_yaml::from_str(text).map_err(|e| {
+        let doc: Value = crate::loose_yaml::from_str(text).map_err(|e| {
             let message = match e.location() {
                 Some(l) => format!(
                     "not valid YAML at line {} column {}: {}",
@@ -784,6 +815,8 @@ impl Walker {
                 listen: DEFAULT_LISTEN.parse().expect("valid default"),
                 auth: None,
                 tls: None,
+                request_timeout: Duration::from_secs(10),
+                max_connections: 128,
             }),
             Some(v) => self.restapi(v),
         };
@@ -886,8 +919,25 @@ impl Walker {
             }
         };
         if let (Some(_), Some(u)) = (&connect_address, &conn_url) {
-            if let Err(e) = parse_conn_url(u) {
-                self.problem("postgresql.conn_url", e.to_string());
+            match parse_conn_url(u) {
+                Err(e) => self.problem("postgresql.conn_url", e.to_string()),
+                Ok(url) => {
+                    // Both say where other nodes reach this member; if they differ, the
+                    // coordinator's own row and the DCS would name different servers.
+                    if let Some((host, port)) = &address {
+                        let same =
+                            url.host.eq_ignore_ascii_case(host) && url.port == i32::from(*port);
+                        if !same {
+                            self.problem(
+                                "postgresql.conn_url",
+                                format!(
+                                    "names {}:{} but connect_address is {host}:{port}; they must agree",
+                                    url.host, url.port
+                                ),
+                            );
+                        }
+                    }
+                }
             }
         }
         let sslmode = self.string(m, p, "sslmode");
@@ -955,8 +1005,16 @@ impl Walker {
                 "authentication",
                 "certfile",
                 "keyfile",
+                "request_timeout",
+                "max_connections",
             ],
         )?;
+        let request_timeout = self
+            .integer(m, p, "request_timeout", (1, 3600))
+            .map_or(Duration::from_secs(10), Duration::from_secs);
+        let max_connections = self
+            .integer(m, p, "max_connections", (1, 65_536))
+            .map_or(128, |n| n as usize);
         let listen = match self.string(m, p, "listen") {
             None => Some(DEFAULT_LISTEN.parse().expect("valid default")),
             Some(l) => match resolve_listen(&l) {
@@ -1010,6 +1068,8 @@ impl Walker {
             listen: listen?,
             auth,
             tls,
+            request_timeout,
+            max_connections,
         })
     }
 
@@ -1188,5 +1248,63 @@ mod tests {
         assert!(parse_host_port(":5432").is_err());
         assert!(parse_host_port("db:0").is_err());
         assert!(parse_host_port("/tmp:5432").is_err());
+    }
+
+    #[test]
+    fn a_huge_number_is_one_problem_not_the_end_of_the_report() {
+        let text = "name: c\ncitus: {group: 0, database: citus}\npostgresql: {connect_address: '10.0.0.1:5432'}\n\
+                    loop_wait: 12345678901234567890123\nretry_timeout: -99999999999999999999\ndcs: {}\n";
+        let problems = parse(text).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in ["loop_wait", "retry_timeout", "dcs.file"] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ttl_shorter_than_loop_wait_and_disagreeing_addresses_are_reported() {
+        let text = "name: c\ncitus: {group: 0, database: citus}\n\
+                    postgresql: {connect_address: '10.0.0.1:5432', conn_url: 'postgres://10.0.0.9:5432/postgres'}\n\
+                    loop_wait: 20\nttl: 10\ndcs: {file: d.yaml}\n";
+        let problems = parse(text).unwrap_err();
+        let find = |path: &str| problems.iter().find(|p| p.path == path);
+        assert!(
+            find("ttl").unwrap().message.contains("loop_wait"),
+            "{problems:#?}"
+        );
+        assert!(
+            find("postgresql.conn_url")
+                .unwrap()
+                .message
+                .contains("10.0.0.9"),
+            "{problems:#?}"
+        );
+        // The same address in both is fine; so is max_pause's default of 2 x ttl.
+        let ok = "name: c\ncitus: {group: 0, database: citus}\n\
+                  postgresql: {connect_address: 'db1:5432', conn_url: 'postgres://DB1:5432/postgres'}\n\
+                  ttl: 25\ndcs: {file: d.yaml}\n";
+        assert_eq!(parse(ok).unwrap().max_pause, Duration::from_secs(50));
+    }
+
+    #[test]
+    fn every_problem_of_the_citus_section_is_reported() {
+        let engine = PolicyEngine::new(PolicyLimits::default(), None).unwrap();
+        let problems = validate_citus(
+            &engine,
+            None,
+            &serde_json::json!({"group": "zero", "database": 5, "colour": "blue"}),
+        )
+        .err()
+        .expect("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in ["citus.group", "citus.database", "citus.colour"] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {problems:#?}"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod dcs;
 pub mod demo;
 pub mod guest_build;
 pub mod guest_variants;
+pub mod loose_yaml;
 pub mod ops;
 pub mod policy;
 pub mod replay;

@@ -97,7 +97,7 @@ pub async fn replay(
     steps: &[(usize, Step)],
     engine: &PolicyEngine,
     policy_bytes: &[u8],
-    db: Option<&str>,
+    db: Option<(&str, SessionLimits)>,
     out: &mut dyn Write,
 ) -> Result<(), ReplayError> {
     if db.is_some() {
@@ -150,8 +150,8 @@ pub async fn replay(
             })
             .await
         }
-        Some(url) => {
-            let session = FaultySession::new(PgSession::new(url, false, SessionLimits::default())?);
+        Some((url, limits)) => {
+            let session = FaultySession::new(PgSession::new(url, false, limits)?);
             let mut agent = Agent::new(policy, identity, session);
             drive(&mut agent, steps, engine, out, |_, _| {
                 unreachable!("metadata steps are refused with --db")
@@ -173,6 +173,9 @@ async fn drive<S: MetadataSession>(
     let mut last_view: Option<&ClusterView> = None;
     let io = |e: std::io::Error| ReplayError::Other(e.into());
     for (line, step) in &steps[1..] {
+        if let Step::Event { cluster, .. } = step {
+            last_view = Some(cluster);
+        }
         let trapped = match step {
             Step::Config { .. } => unreachable!("only first"),
             Step::Metadata(rows) => {
@@ -183,10 +186,7 @@ async fn drive<S: MetadataSession>(
                 last_view = Some(view);
                 agent.heartbeat(now, view).await
             }
-            Step::Event { cluster, event } => match {
-                last_view = Some(cluster);
-                agent.event(now, cluster, event).await
-            } {
+            Step::Event { cluster, event } => match agent.event(now, cluster, event).await {
                 Ok(Err(invalid)) => {
                     note(out, &format!("line {line}: event refused: {invalid}")).map_err(io)?;
                     Ok(())

@@ -108,22 +108,46 @@ fn parse_step(v: &Value) -> Result<Step, String> {
             if !citus.is_object() {
                 return Err("`config`: `citus` must be an object".into());
             }
+            let conn_url = string(o, op, "conn_url")?;
+            // The policy registers the coordinator's own row from it: refuse it here, with
+            // the line, rather than as a member skipped later.
+            citus_ha_policy::conninfo::parse_conn_url(&conn_url)
+                .map_err(|e| format!("`config`: `conn_url`: {e}"))?;
             Step::Config {
                 citus,
                 name: string(o, op, "name")?,
-                conn_url: string(o, op, "conn_url")?,
+                conn_url,
             }
         }
         "metadata" => {
             let rows = field(o, op, "rows")?
                 .as_array()
                 .ok_or("`metadata`: `rows` must be a list")?;
-            Step::Metadata(
-                rows.iter()
-                    .enumerate()
-                    .map(|(i, r)| parse_row(r).map_err(|e| format!("`metadata`: rows[{i}]: {e}")))
-                    .collect::<Result<_, _>>()?,
-            )
+            let rows: Vec<PgDistRow> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| parse_row(r).map_err(|e| format!("`metadata`: rows[{i}]: {e}")))
+                .collect::<Result<_, _>>()?;
+            // pg_dist_node has both as unique keys: such a table cannot exist, and loading
+            // it would silently drop a row.
+            for (i, r) in rows.iter().enumerate() {
+                if let Some(j) = rows[..i].iter().position(|o| o.nodeid == r.nodeid) {
+                    return Err(format!(
+                        "`metadata`: rows[{i}] repeats nodeid {} of rows[{j}]",
+                        r.nodeid
+                    ));
+                }
+                if let Some(j) = rows[..i]
+                    .iter()
+                    .position(|o| o.nodename == r.nodename && o.nodeport == r.nodeport)
+                {
+                    return Err(format!(
+                        "`metadata`: rows[{i}] repeats the address {}:{} of rows[{j}]",
+                        r.nodename, r.nodeport
+                    ));
+                }
+            }
+            Step::Metadata(rows)
         }
         "sync" => {
             Step::Sync(parse_cluster(field(o, op, "cluster")?).map_err(|e| format!("`sync`: {e}"))?)
@@ -237,6 +261,27 @@ mod tests {
         .message
         .contains("members"));
         assert!(err("").message.contains("no steps"));
+    }
+
+    #[test]
+    fn impossible_tables_and_bad_urls_are_refused_with_their_line() {
+        let dup_id = err(&format!(
+            "{CONFIG}\n{{\"op\":\"metadata\",\"rows\":[[1,0,\"a\",5432,\"primary\"],[1,1,\"b\",5432,\"primary\"]]}}"
+        ));
+        assert_eq!(dup_id.line, 2);
+        assert!(dup_id.message.contains("repeats nodeid 1"), "{dup_id}");
+        let dup_addr = err(&format!(
+            "{CONFIG}\n{{\"op\":\"metadata\",\"rows\":[[1,0,\"a\",5432,\"primary\"],[2,1,\"a\",5432,\"secondary\"]]}}"
+        ));
+        assert!(
+            dup_addr.message.contains("repeats the address a:5432"),
+            "{dup_addr}"
+        );
+        let bad_url = err(
+            r#"{"op":"config","citus":{"group":0,"database":"citus"},"name":"c","conn_url":"postgres://h:notaport/db"}"#,
+        );
+        assert_eq!(bad_url.line, 1);
+        assert!(bad_url.message.contains("conn_url"), "{bad_url}");
     }
 
     #[test]

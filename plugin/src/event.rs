@@ -69,7 +69,8 @@ pub fn validate_event(v: &Value) -> Result<WorkerEvent, InvalidInput> {
                 return Err(InvalidInput::new(
                     "type",
                     format!(
-                        "unknown event type {other:?} (expected before_demote, before_promote or after_promote)"
+                        "unknown event type {} (expected before_demote, before_promote or after_promote)",
+                        shown(other)
                     ),
                 ))
             }
@@ -169,6 +170,20 @@ fn seconds(v: Option<&Value>, field: &str) -> Result<Option<f64>, InvalidInput> 
     }
 }
 
+/// How a value from outside appears in reasons and logs: JSON-quoted, and cut after 64
+/// characters so a 60 KB `leader` is not echoed whole into every answer and log line.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        None => serde_json::to_string(value).unwrap_or_default(),
+        Some((cut, _)) => format!(
+            "{}... ({} bytes)",
+            serde_json::to_string(&value[..cut]).unwrap_or_default(),
+            value.len()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +259,18 @@ mod tests {
         ] {
             assert_eq!(parse_event(body).unwrap_err().field, field, "{body}");
         }
+    }
+
+    #[test]
+    fn reasons_quote_outside_values_and_cut_long_ones() {
+        assert_eq!(shown("w2a"), "\"w2a\"");
+        let long = "x".repeat(60_000);
+        let s = shown(&long);
+        assert!(s.len() < 100 && s.ends_with("(60000 bytes)"), "{s}");
+        let e = parse_event(&format!(
+            r#"{{"type":"{long}","group":1,"leader":"a","timeout":3}}"#
+        ))
+        .unwrap_err();
+        assert!(e.reason.len() < 200, "{}", e.reason.len());
     }
 }

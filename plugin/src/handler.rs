@@ -456,11 +456,11 @@ impl Handler {
             Some(l) if l.name == ev.leader && l.has_conn() => l,
             _ => {
                 return self.discard(format!(
-                    "{} for group {} from {:?}: the DCS leader is {:?}",
+                    "{} for group {} from {}: the DCS leader is {}",
                     ev.kind.as_str(),
                     ev.group,
-                    ev.leader,
-                    leader_name
+                    crate::event::shown(&ev.leader),
+                    leader_name.map_or_else(|| "nobody".to_string(), crate::event::shown)
                 ))
             }
         };
@@ -490,7 +490,7 @@ impl Handler {
                     "{} for group {} from {} queued",
                     ev.kind.as_str(),
                     ev.group,
-                    ev.leader
+                    crate::event::shown(&ev.leader)
                 ),
             );
             EventOutcome::Queued(ticket)

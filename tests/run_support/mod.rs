@@ -159,19 +159,23 @@ impl Env {
     }
 
     /// A config for member `name` published at `address`, whose metadata session goes to this
-    /// server. `extra` YAML is appended; a `loop_wait:`, `ttl:`, `restapi:` or `policy:` in it
-    /// replaces the default (loop_wait 1 s, ttl 30 s).
+    /// server. `extra` YAML is appended; a `loop_wait:`, `ttl:`, `restapi:`, `policy:` or
+    /// `coordinator:` in it replaces the default (loop_wait 1 s, ttl 30 s, this server).
     pub fn config(&self, name: &str, address: &str, port: u16, extra: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.yaml"));
         let mut text = format!(
             "name: {name}\n\
              citus: {{group: 0, database: citus}}\n\
              postgresql: {{connect_address: '{address}'}}\n\
-             dcs: {{file: {}}}\n\
-             coordinator: {{url: '{}'}}\n",
+             dcs: {{file: {}}}\n",
             self.dcs.display(),
-            self.pg.url("citus"),
         );
+        if !extra.contains("coordinator:") {
+            text.push_str(&format!(
+                "coordinator: {{url: '{}'}}\n",
+                self.pg.url("citus")
+            ));
+        }
         if !extra.contains("ttl:") {
             text.push_str("ttl: 30\n");
         }
@@ -419,6 +423,31 @@ impl Agent {
         self.child.id()
     }
 
+    /// Waits at most `limit` for the process to exit on its own; its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's resident memory, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -532,9 +561,14 @@ impl Drop for Agent {
 
 /// Starts the standard setup: the environment, coord1 leading, the cluster registered.
 pub async fn standard() -> (Env, Agent) {
+    standard_with("").await
+}
+
+/// [`standard`] with `extra` config (see [`Env::config`]).
+pub async fn standard_with(extra: &str) -> (Env, Agent) {
     let env = Env::start().await;
     let port = free_port();
-    let config = env.config("coord1", "10.0.0.1:5432", port, "");
+    let config = env.config("coord1", "10.0.0.1:5432", port, extra);
     let agent = Agent::start(&config, port).await;
     agent.wait_leader(true).await;
     env.wait_registered().await;

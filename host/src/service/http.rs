@@ -29,8 +29,6 @@ use tokio::sync::{mpsc, oneshot};
 pub const EVENT_BODY_LIMIT: usize = 64 * 1024;
 /// Largest policy component accepted by `POST /policy/reload` (a build is under 2 MB).
 pub const POLICY_BODY_LIMIT: usize = 16 * 1024 * 1024;
-/// How long a client may take to send a request body once its head has arrived.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a non-`before_demote` event may wait for the owner to take it.
 const EVENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// `timeout` of a before_demote whose body does not say (the policy refuses such a body anyway).
@@ -46,6 +44,10 @@ struct AppState {
     /// Held while a reload reads and compiles its candidate: one at a time, so concurrent
     /// uploads cannot multiply the memory a component takes.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// The longest pause an event may ask for (`max_pause`).
+    max_pause: Duration,
+    /// How long a request body may take to arrive.
+    body_read: Duration,
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -58,6 +60,8 @@ pub(crate) fn router(
     reloader: Arc<Reloader>,
     board: Arc<Board>,
     auth: Option<&(String, String)>,
+    max_pause: Duration,
+    body_read: Duration,
 ) -> Router {
     let state = AppState {
         tx,
@@ -65,6 +69,8 @@ pub(crate) fn router(
         board,
         auth: auth.map(|(u, p)| digest(&format!("{u}:{p}"))),
         reloading: Arc::new(tokio::sync::Mutex::new(())),
+        max_pause,
+        body_read,
     };
     Router::new()
         .route("/citus", post(event))
@@ -104,10 +110,10 @@ pub fn truncated(text: &str, max: usize) -> String {
     }
 }
 
-/// Reads a request body within `limit` bytes and [`BODY_READ_TIMEOUT`]: 413 at once when
+/// Reads a request body within `limit` bytes and `within`: 413 at once when
 /// `Content-Length` already says too much, 413 when the body grows past it, 408 when it does
 /// not arrive in time (the connection is closed then).
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, Response> {
+async fn read_body(req: Request, limit: usize, within: Duration) -> Result<Bytes, Response> {
     let too_large = || {
         answer(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,7 +136,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, Response> {
         _ => {}
     }
     let body = req.into_body();
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+    match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(e)) => {
             let length_limit = std::error::Error::source(&e)
@@ -147,7 +153,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, Response> {
         Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
             [(header::CONNECTION, "close")],
-            Json(json!({"status": "timeout", "reason": format!("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())})),
+            Json(json!({"status": "timeout", "reason": format!("the body did not arrive within {} s", within.as_secs_f64())})),
         )
             .into_response()),
     }
@@ -165,7 +171,14 @@ pub(crate) fn start(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
-    let app = router(tx, reloader, board, settings.auth.as_ref());
+    let app = router(
+        tx,
+        reloader,
+        board,
+        settings.auth.as_ref(),
+        settings.max_pause,
+        settings.http_limits.body_read,
+    );
     let tls = match &settings.tls {
         None => {
             tracing::info!("REST API on http://{addr}");
@@ -182,7 +195,7 @@ pub(crate) fn start(
         listener,
         app,
         tls,
-        super::listener::Limits::default(),
+        settings.http_limits,
     )))
 }
 
@@ -284,17 +297,43 @@ fn stopping() -> Response {
 
 /// `POST /citus` and `POST /mpp`.
 async fn event(State(st): State<AppState>, req: Request) -> Response {
-    let body = match read_body(req, EVENT_BODY_LIMIT).await {
+    let body = match read_body(req, EVENT_BODY_LIMIT, st.body_read).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let mut clamped = None;
+    let r = handle_event(&st, &body, &mut clamped).await;
+    match clamped {
+        None => r,
+        Some(asked) => {
+            let note = json!({"asked_timeout_s": asked, "max_pause_s": st.max_pause.as_secs_f64(),
+                              "reason": "a pause may last at most max_pause"});
+            with_field(r, "timeout_clamped", note).await
+        }
+    }
+}
+
+/// `r` (a JSON object answer) with one more field.
+async fn with_field(r: Response, key: &str, value: Value) -> Response {
+    let (parts, body) = r.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, EVENT_BODY_LIMIT).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), value);
+    }
+    (parts.status, Json(v)).into_response()
+}
+
+async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) -> Response {
+    let Ok(text) = std::str::from_utf8(body) else {
         return answer(
             StatusCode::BAD_REQUEST,
             json!({"status": "invalid", "field": "event", "reason": "the body is not UTF-8"}),
         );
     };
-    let value: Value = match serde_json::from_str(text) {
+    let mut value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             return answer(
@@ -304,30 +343,56 @@ async fn event(State(st): State<AppState>, req: Request) -> Response {
         }
     };
     let wait = value.get("type").and_then(Value::as_str) == Some("before_demote");
+    // One pause may not hold the formation for longer than max_pause: a longer `timeout` is
+    // clamped before the policy sees it, and the answer says so.
+    let max_pause_s = st.max_pause.as_secs_f64();
+    let clamped_from = value
+        .get("timeout")
+        .and_then(Value::as_f64)
+        .filter(|t| t.is_finite() && *t > max_pause_s);
+    *clamped = clamped_from;
+    let text = match clamped_from {
+        None => text.to_string(),
+        Some(asked) => {
+            value["timeout"] = serde_json::Number::from_f64(max_pause_s)
+                .map(Value::Number)
+                .unwrap_or(Value::Null);
+            tracing::warn!(
+                asked_s = asked,
+                max_pause_s,
+                "a worker event asked for a longer pause than max_pause: clamped"
+            );
+            value.to_string()
+        }
+    };
+    let text = text.as_str();
     let timeout = if wait {
         let s = value
             .get("timeout")
             .and_then(Value::as_f64)
             .filter(|t| t.is_finite() && *t > 0.0)
             .unwrap_or(DEFAULT_EVENT_TIMEOUT_S)
-            .min(86_400.0);
+            .min(max_pause_s);
         Duration::from_secs_f64(s)
     } else {
         EVENT_ANSWER_TIMEOUT
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let (reply, rx) = oneshot::channel();
-    if st
-        .tx
-        .send(Input::Event {
-            body: text.to_string(),
-            wait,
-            reply,
-        })
-        .await
-        .is_err()
-    {
-        return stopping();
+    let sent = st.tx.send(Input::Event {
+        body: text.to_string(),
+        caller_deadline: wait.then_some(deadline),
+        reply,
+    });
+    match tokio::time::timeout_at(deadline, sent).await {
+        Err(_) => {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "busy", "reason": "the agent did not take the event in time"}),
+            )
+        }
+        Ok(Err(_)) => return stopping(),
+        Ok(Ok(())) => {}
     }
     let timed_out = |ticket: Option<u64>| {
         answer(
@@ -398,6 +463,11 @@ async fn policy(State(st): State<AppState>) -> Response {
     )
 }
 
+/// Whether `peer` may replace the policy: anyone who passed basic auth, else only loopback.
+fn reload_allowed(peer: std::net::IpAddr, auth_configured: bool) -> bool {
+    auth_configured || peer.is_loopback()
+}
+
 /// `POST /policy/reload`: empty body re-reads policy.path; otherwise the body is the .wasm.
 /// Without `restapi.authentication` only loopback clients may reload; one reload at a time,
 /// checked before the body is read.
@@ -406,7 +476,7 @@ async fn reload(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    if st.auth.is_none() && !peer.ip().is_loopback() {
+    if !reload_allowed(peer.ip(), st.auth.is_some()) {
         return answer(
             StatusCode::FORBIDDEN,
             json!({"status": "forbidden",
@@ -419,7 +489,7 @@ async fn reload(
             json!({"status": "busy", "reason": "another policy reload is in progress"}),
         );
     };
-    let body = match read_body(req, POLICY_BODY_LIMIT).await {
+    let body = match read_body(req, POLICY_BODY_LIMIT, st.body_read).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -554,6 +624,36 @@ mod tests {
         assert!(!authorized(&h, &expected));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert!(!authorized(&h, &expected));
+    }
+
+    #[test]
+    fn reloads_come_from_loopback_unless_authentication_is_set() {
+        let remote: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(!reload_allowed(remote, false));
+        assert!(reload_allowed(remote, true));
+        assert!(reload_allowed("127.0.0.1".parse().unwrap(), false));
+        assert!(reload_allowed("::1".parse().unwrap(), false));
+    }
+
+    #[test]
+    fn the_basic_scheme_is_case_insensitive() {
+        let expected = digest("u:p");
+        let good = base64::engine::general_purpose::STANDARD.encode("u:p");
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("{scheme} {good}")).unwrap(),
+            );
+            assert!(authorized(&h, &expected), "{scheme}");
+        }
+    }
+
+    #[test]
+    fn echoed_input_is_cut() {
+        assert_eq!(truncated("abc", 5), "abc");
+        let t = truncated(&"y".repeat(60_000), 200);
+        assert!(t.len() < 260 && t.ends_with("(60000 bytes)"), "{t}");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// From the first byte of a request (or from an idle keep-alive) to the end of its head.
     pub header_read: Duration,
+    /// From the end of the head to the end of the body (answered 408 past it).
+    pub body_read: Duration,
     /// The TLS handshake.
     pub handshake: Duration,
 }
@@ -31,6 +33,7 @@ impl Default for Limits {
         Self {
             max_connections: 128,
             header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(10),
             handshake: Duration::from_secs(10),
         }
     }

@@ -62,16 +62,21 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub auth: Option<(String, String)>,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// What one REST client may hold: time to send a request, connections at once.
+    pub http_limits: listener::Limits,
     /// The configured policy file: re-read on SIGHUP, empty-bodied reloads and file changes.
     pub policy_path: Option<PathBuf>,
 }
 
 /// A message to the owner task.
 pub(crate) enum Input {
-    /// A worker event body (already known to be JSON). `wait`: answer when its task is done.
+    /// A worker event body (already known to be JSON). With `caller_deadline` (a
+    /// `before_demote`) the answer waits for its task, and the caller waits until then: the
+    /// policy is told the time the caller has left when the owner takes the event up, so a
+    /// pause never starts for a caller who has gone.
     Event {
         body: String,
-        wait: bool,
+        caller_deadline: Option<tokio::time::Instant>,
         reply: oneshot::Sender<EventAnswer>,
     },
     /// Put this (already compiled) candidate in place of the running policy.
@@ -266,6 +271,12 @@ pub async fn run_with_config(config: Config) -> anyhow::Result<()> {
         listen: config.restapi.listen,
         auth: config.restapi.auth.clone(),
         tls: config.restapi.tls.clone(),
+        http_limits: listener::Limits {
+            max_connections: config.restapi.max_connections,
+            header_read: config.restapi.request_timeout,
+            body_read: config.restapi.request_timeout,
+            handshake: config.restapi.request_timeout,
+        },
         policy_path: config.policy.path.clone(),
     };
     let mut agent = new_agent(&loaded, identity, session)?;
@@ -318,6 +329,7 @@ pub async fn run_embedded() -> anyhow::Result<()> {
             .expect("valid default"),
         auth: None,
         tls: None,
+        http_limits: listener::Limits::default(),
         policy_path: None,
     };
     tracing::info!(
@@ -618,6 +630,20 @@ impl Board {
     }
 }
 
+/// `body` (a JSON event) with its `timeout` replaced by `left`, to the millisecond (up).
+fn with_timeout(body: &str, left: Duration) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_string();
+    };
+    let ms = left.as_millis().max(1) as f64;
+    if let (Some(o), Some(n)) = (v.as_object_mut(), serde_json::Number::from_f64(ms / 1000.0)) {
+        if o.contains_key("timeout") {
+            o.insert("timeout".into(), serde_json::Value::Number(n));
+        }
+    }
+    v.to_string()
+}
+
 /// Counters the owner keeps for /status.
 #[derive(Default)]
 struct Stats {
@@ -846,8 +872,25 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
 
     async fn handle(&mut self, input: Input) {
         match input {
-            Input::Event { body, wait, reply } => {
-                let answer = self.event(&body, wait).await;
+            Input::Event {
+                body,
+                caller_deadline,
+                reply,
+            } => {
+                let answer = match caller_deadline {
+                    None => self.event(&body, false).await,
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        if left.is_zero() {
+                            EventAnswer::Discarded(
+                                "its caller's timeout passed before the agent could take it up"
+                                    .into(),
+                            )
+                        } else {
+                            self.event(&with_timeout(&body, left), true).await
+                        }
+                    }
+                };
                 let _ = reply.send(answer);
             }
             Input::Swap {

@@ -145,8 +145,10 @@ impl PgSession {
                     self.driver = Some(driver);
                 }
                 Err(e) => {
+                    // The wait happens on the owner, before the next statement: short, as
+                    // the turns themselves already pace the retries.
                     self.backoff = (self.backoff * 2)
-                        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        .clamp(Duration::from_millis(100), Duration::from_secs(1));
                     return Err(e);
                 }
             }

@@ -346,8 +346,60 @@ impl PgServer {
     }
 
     /// Starts postgres on a fresh port and waits until it is ready.
+    /// Stops the server at once, as a crash would (immediate shutdown: open transactions are
+    /// lost, clients see their connections close), and starts it again on the same port with
+    /// the same data.
+    pub fn restart(&mut self) -> Result<()> {
+        let run_as = run_as()?;
+        let port = self.port;
+        // SIGQUIT to the postmaster itself: the supervisor sees it exit without a stop
+        // request, so it keeps the data directory (a stop through the pipe removes it).
+        let pid = self
+            .postmaster_pid()
+            .ok_or_else(|| anyhow!("no postmaster.pid: the server is not running"))?;
+        Command::new("kill")
+            .args(["-QUIT", &pid.to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    bail!("postgres did not stop within {}s", STOP_TIMEOUT.as_secs());
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.stop_pipe = None;
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            match self.launch_on(run_as, Some(port))? {
+                Launch::Ready => return Ok(()),
+                Launch::PortTaken(err) => {
+                    last_error = Some(err);
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("PostgreSQL did not start again")))
+    }
+
+    /// The postmaster's process id (to freeze the server with SIGSTOP, say).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+    }
+
     fn launch(&mut self, run_as: Option<RunAs>) -> Result<Launch> {
-        let port = free_port()?;
+        self.launch_on(run_as, None)
+    }
+
+    fn launch_on(&mut self, run_as: Option<RunAs>, fixed_port: Option<u16>) -> Result<Launch> {
+        let port = match fixed_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let log = File::options()
             .create(true)
             .append(true)
