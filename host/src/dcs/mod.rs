@@ -6,6 +6,7 @@
 //! it has had no successful snapshot for longer than `ttl`, exactly as on losing leadership.
 
 pub mod file;
+pub mod fixed;
 pub mod shape;
 
 use citus_ha_policy::dcs::ClusterView;
