@@ -56,22 +56,37 @@ CITUS_FUNCTION = re.compile(r"\bcitus_\w+")
 # ------------------------------------------------------------------------------- the doubles
 
 
+def statement_kind(sql: str) -> str:
+    """`citus_add_node` for `SELECT pg_catalog.citus_add_node(...)`, `BEGIN` for `BEGIN`,
+    `pg_dist_node` for the metadata load."""
+    if "FROM pg_catalog.pg_dist_node" in sql:
+        return "pg_dist_node"
+    function = CITUS_FUNCTION.search(sql)
+    return function.group(0) if function else sql.split(maxsplit=1)[0]
+
+
 @dataclass
 class FakeCoordinator:
-    """The coordinator's side of the connection: counts statements, hands out nodeids."""
+    """The coordinator's side of the connection: counts statements, hands out nodeids.
+
+    Its cost is part of every handler figure, so it is kept to a dictionary lookup per
+    statement: Patroni's SQL texts are constants, each is classified once.
+    """
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     next_nodeid: int = 1000
     counts: dict[str, int] = field(default_factory=dict)
+    _kinds: dict[str, str] = field(default_factory=dict)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        function = CITUS_FUNCTION.search(sql)
-        kind = function.group(0) if function else sql.split(maxsplit=1)[0]
+        kind = self._kinds.get(sql)
+        if kind is None:
+            kind = self._kinds[sql] = statement_kind(sql)
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == "citus_add_node":
             self.next_nodeid += 1
             return [(self.next_nodeid,)]
-        if sql.startswith("SELECT groupid, nodename"):
+        if kind == "pg_dist_node":
             return self.rows
         return []
 
