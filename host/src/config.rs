@@ -95,7 +95,7 @@ pub struct Config {
     /// The longest a `before_demote` may pause a group (and so hold back other groups'
     /// changes): longer asked timeouts are clamped to it. Default 2 x ttl.
     pub max_pause: Duration,
-    /// The DCS snapshot file (CLUSTER shape of shared/scenario-format.md).
+    /// The DCS snapshot file (CLUSTER shape of docs/scenario-format.md).
     pub dcs_file: PathBuf,
     pub policy: PolicySettings,
     /// Explicit connection string to the coordinator's Citus database, if given.
