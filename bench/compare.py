@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Put a `citus-ha bench --json` run beside a reference run (shared/peer-bench, same sitting).
+"""Put a `citus-ha bench --json` run beside a reference run (bench/reference, same sitting).
 
 Usage: python3 bench/compare.py ours.jsonl reference.jsonl
 Prints the Markdown table of BENCHMARKS.md: Wasm, native, Wasm/native, reference,

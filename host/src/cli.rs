@@ -45,7 +45,7 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Replay a scenario (JSON Lines, see shared/scenario-format.md) and print every statement
+    /// Replay a scenario (JSON Lines, see docs/scenario-format.md) and print every statement
     /// the coordinator would receive, then the final pg_dist_node.
     ///
     /// Steps: config (first), metadata, sync, event, run, advance, fail, demote, rebuild, and

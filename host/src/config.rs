@@ -104,7 +104,7 @@ pub struct Config {
     /// The longest a `before_demote` may pause a group (and so hold back other groups'
     /// changes): longer asked timeouts are clamped to it. Default 2 x ttl.
     pub max_pause: Duration,
-    /// Where the DCS view comes from: a file (CLUSTER shape of shared/scenario-format.md) or
+    /// Where the DCS view comes from: a file (CLUSTER shape of docs/scenario-format.md) or
     /// etcd v3 in Patroni's layout.
     pub dcs: DcsSettings,
     pub policy: PolicySettings,

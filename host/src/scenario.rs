@@ -1,4 +1,4 @@
-//! The scenario format (shared/scenario-format.md): JSON Lines of steps, strictly validated so
+//! The scenario format (docs/scenario-format.md): JSON Lines of steps, strictly validated so
 //! that a malformed file is refused with its line number before anything runs.
 
 use crate::dcs::shape::parse_cluster;

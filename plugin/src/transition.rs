@@ -1,6 +1,6 @@
 //! From a group's current rows to its desired topology: the statements Citus accepts, in order.
 //!
-//! The rules Citus imposes (shared/citus-facts.md):
+//! The rules Citus imposes (docs/citus-behaviour.md):
 //! - the primary row keeps its nodeid; a new primary's address is written into it;
 //! - (nodename, nodeport) is unique, so moving an address between rows needs a free name first:
 //!   the old primary's row becomes `<host>-demoted`, which also pauses writes to the group;

@@ -3,7 +3,7 @@
 //! The HA policy must never send the coordinator something real Citus would refuse, and it
 //! must cope with everything real Citus does refuse. Replay, property tests and benchmarks
 //! therefore run the policy against this simulator, which enforces the behaviour recorded in
-//! `shared/citus-facts.md`: transactional visibility, aborted transactions, the unique
+//! `docs/citus-behaviour.md`: transactional visibility, aborted transactions, the unique
 //! (nodename, nodeport) constraint, one primary per group, the non-transactional nodeid
 //! sequence, and the "metadata node out of sync" refusal of add/remove after an update.
 //!

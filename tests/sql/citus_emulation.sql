@@ -1,6 +1,6 @@
 -- citus_emulation.sql -- a plain-SQL stand-in for the parts of the Citus 13.2 extension that the
 -- citus-ha policy host touches on the coordinator.  Used in CI, where Citus itself cannot be
--- installed.  See /work/shared/citus-facts.md for the behaviour it reproduces.
+-- installed.  See docs/citus-behaviour.md for the behaviour it reproduces.
 --
 -- Run it as a superuser inside the target database.  It is idempotent: running it again keeps
 -- every row and only (re)defines functions.  It runs in its own transaction (BEGIN ... COMMIT),

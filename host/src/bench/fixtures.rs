@@ -1,4 +1,4 @@
-//! The inputs every benchmark shares, shaped like the reference's (shared/peer-bench): a
+//! The inputs every benchmark shares, shaped like the reference's (bench/reference): a
 //! coordinator `coord-0` at 10.0.0.1 with two replicas, and worker groups 1..N, each a primary
 //! (10.x.y.1) and two running replicas (10.x.y.2, 10.x.y.3).
 

@@ -8,6 +8,7 @@
 pub mod configured;
 pub mod etcd;
 pub mod file;
+pub mod fixed;
 pub mod shape;
 
 use citus_ha_policy::dcs::ClusterView;

@@ -1,4 +1,4 @@
-//! The CLUSTER shape (shared/scenario-format.md): how the reference HA manager stores members.
+//! The CLUSTER shape (docs/scenario-format.md): how the reference HA manager stores members.
 //! Parsing is strict about types and names the path of anything wrong.
 
 use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};

@@ -8,7 +8,10 @@
 //! When `restapi.authentication` is set, every POST needs it (Patroni protects its unsafe
 //! methods the same way); GETs stay open for monitoring.
 
-use super::{Board, Completion, EventAnswer, Input, Reloader, Settings};
+use super::inbox::{Completion, EventAnswer, Input};
+use super::reload::Reloader;
+use super::report::Board;
+use super::Settings;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};

@@ -3,7 +3,7 @@
 //! Citus cannot be installed in CI, so the coordinator is a plain PostgreSQL 15 server in which
 //! [`CITUS_EMULATION_SQL`] (`tests/sql/citus_emulation.sql`) defines `pg_dist_node`,
 //! `citus_add_node`, `citus_update_node`, ... with the behaviour recorded in
-//! `/work/shared/citus-facts.md`.
+//! `docs/citus-behaviour.md`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! The Citus emulation against a real PostgreSQL 15 server: every behaviour of
-//! /work/shared/citus-facts.md that the SQL reproduces.
+//! docs/citus-behaviour.md that the SQL reproduces.
 
 mod common;
 
