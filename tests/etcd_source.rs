@@ -73,6 +73,14 @@ async fn lists_then_follows_the_watch() {
     }
     eprintln!("slowest change seen {worst:?} after the write");
     assert!(worst < Duration::from_millis(200), "{worst:?}");
+    // Read your writes: a snapshot taken right after a write (as when a worker writes its
+    // leader key and then sends after_promote) has it, without waiting for `changed`.
+    for i in 0..20 {
+        let leader = format!("w{i}");
+        etcd.put_leader(1, &leader).await;
+        let v = source.snapshot().await.unwrap();
+        assert_eq!(v.workers[0].1.leader.as_deref(), Some(leader.as_str()));
+    }
     // Deleting a group's keys removes it.
     etcd.delete_member(1, "w1a").await;
     tokio::time::timeout(Duration::from_secs(2), source.changed())

@@ -402,9 +402,9 @@ impl Client {
         })
     }
 
-    /// The prefix's [`Fingerprint`] (linearizable): one key comes back, whatever the size of
-    /// the formation, so confirming often costs little.
-    pub async fn fingerprint(&self, prefix: &str) -> Result<Fingerprint, EtcdError> {
+    /// The prefix's [`Fingerprint`] (linearizable) and the store's revision it was read at:
+    /// one key comes back, whatever the size of the formation, so confirming often costs little.
+    pub async fn fingerprint(&self, prefix: &str) -> Result<(Fingerprint, i64), EtcdError> {
         let path = "/v3/kv/range";
         let v = self
             .call(
@@ -414,10 +414,11 @@ impl Client {
             )
             .await?;
         let raw: RawRange = serde_json::from_value(v).map_err(|e| self.protocol(path, e))?;
-        Ok(Fingerprint {
+        let fingerprint = Fingerprint {
             count: raw.count,
             max_mod_revision: raw.kvs.first().map(|kv| kv.mod_revision).unwrap_or(0),
-        })
+        };
+        Ok((fingerprint, raw.header.revision))
     }
 
     /// Starts a watch of every key under `prefix` from `start_revision` on.

@@ -6,7 +6,10 @@
 //! disagrees twice) is answered by listing again. Nothing polls the data in steady state.
 //!
 //! Freshness: the view is *vouched* for a while after each proof that it is current (the
-//! list, a watch message, or a confirmation). A confirmation is a linearizable read of the
+//! list, a watch message, or a confirmation). Every snapshot also asks etcd where it is and
+//! waits (briefly) until the watch has caught up with that: an event a worker sends right
+//! after writing its keys is handled on a view that has them, as the file source re-reading
+//! its file would. A confirmation is a linearizable read of the
 //! prefix's fingerprint (its key count and newest mod revision: one key comes back) every
 //! `confirm_every` (a sixth of `ttl`), which must equal the view's:
 //! it proves etcd answers (a silent or partitioned etcd fails a linearizable read in
@@ -20,12 +23,12 @@ pub mod tls;
 
 use super::{DcsSource, SourceInfo};
 use citus_ha_policy::dcs::ClusterView;
-use client::{Client, EtcdError, Event, WatchMessage};
+use client::{Client, EtcdError, Event, Fingerprint, WatchMessage};
 use layout::{scope_prefix, Keyspace};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// Patroni's `etcd3` section plus `namespace` and `scope`, checked.
@@ -99,6 +102,10 @@ struct Published {
 /// A watch-based etcd v3 source; see the module documentation.
 pub struct EtcdSource {
     rx: watch::Receiver<Published>,
+    /// Asks the follower to catch up with etcd as it is now.
+    syncs: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    /// How long a snapshot waits for that.
+    sync_wait: Duration,
     location: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -117,6 +124,7 @@ impl EtcdSource {
         let client = Client::new(settings, timing.request_timeout)?;
         let prefix = settings.prefix();
         let location = format!("{} {prefix}", settings.urls().join(","));
+        let (sync_tx, sync_rx) = mpsc::channel(16);
         let (tx, rx) = watch::channel(Published {
             error: Some("connecting".into()),
             ..Published::default()
@@ -130,15 +138,41 @@ impl EtcdSource {
                 keys: None,
                 revision: 0,
                 reported: HashSet::new(),
+                syncs: sync_rx,
+                waiting: Vec::new(),
+                sync_wait: timing.request_timeout.min(SYNC_WAIT),
             }
             .run(),
         );
-        Ok(EtcdSource { rx, location, task })
+        Ok(EtcdSource {
+            rx,
+            syncs: sync_tx,
+            sync_wait: timing.request_timeout.min(SYNC_WAIT),
+            location,
+            task,
+        })
     }
 }
 
 impl DcsSource for EtcdSource {
     async fn snapshot(&mut self) -> anyhow::Result<ClusterView> {
+        if let Some(e) = &self.rx.borrow().error {
+            anyhow::bail!("etcd3 {}: {e}", self.location);
+        }
+        let (tx, rx) = oneshot::channel();
+        let behind = || format!("could not catch up with etcd within {:?}", self.sync_wait);
+        let synced = match self.syncs.try_send(tx) {
+            Err(_) => Err(behind()),
+            Ok(()) => match tokio::time::timeout(self.sync_wait, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) | Err(_) => Err(behind()),
+            },
+        };
+        if let Err(why) = synced {
+            // The follower's own error says more (it dropped the request because of it).
+            let error = self.rx.borrow().error.clone();
+            anyhow::bail!("etcd3 {}: {}", self.location, error.unwrap_or(why));
+        }
         let p = self.rx.borrow_and_update();
         if let Some(e) = &p.error {
             anyhow::bail!("etcd3 {}: {e}", self.location);
@@ -185,12 +219,30 @@ struct Follower {
     revision: i64,
     /// Malformed member keys already reported, by (key, mod_revision).
     reported: HashSet<(String, i64)>,
+    /// Snapshots asking to catch up with etcd, and those waiting for the watch to get there.
+    syncs: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    waiting: Vec<Sync>,
+    sync_wait: Duration,
+}
+
+/// The longest a snapshot waits for the watch to catch up with etcd.
+const SYNC_WAIT: Duration = Duration::from_millis(1500);
+
+/// A snapshot waiting until the view has every change etcd had at `revision`.
+struct Sync {
+    etcd_has: Fingerprint,
+    revision: i64,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<(), String>>,
 }
 
 impl Follower {
     async fn run(mut self) {
         loop {
-            match self.follow().await {
+            let ended = self.follow().await;
+            // Whoever waits for this watch to catch up is told it failed (its reply dropped).
+            self.waiting.clear();
+            match ended {
                 Ok(Relist::Compacted(at)) => {
                     tracing::info!(
                         revision = self.revision,
@@ -269,6 +321,27 @@ impl Follower {
         }
     }
 
+    /// Whether the view has every change etcd had when it answered `etcd_has` at `revision`:
+    /// the same fingerprint, or a change after that revision already seen (the watch
+    /// delivers in order).
+    fn caught_up(&self, etcd_has: Fingerprint, revision: i64) -> bool {
+        self.revision > revision
+            || self
+                .keys
+                .as_ref()
+                .is_some_and(|k| k.fingerprint() == etcd_has)
+    }
+
+    fn answer_caught_up(&mut self) {
+        for s in std::mem::take(&mut self.waiting) {
+            if self.caught_up(s.etcd_has, s.revision) {
+                let _ = s.reply.send(Ok(()));
+            } else {
+                self.waiting.push(s);
+            }
+        }
+    }
+
     /// Lists (when needed), watches, and confirms until something ends the watch.
     async fn follow(&mut self) -> Result<Relist, EtcdError> {
         if self.client.needs_token() {
@@ -322,6 +395,12 @@ impl Follower {
         let mut confirmed = listed;
         let mut strikes = 0;
         loop {
+            let sync_deadline = self
+                .waiting
+                .iter()
+                .map(|s| s.deadline)
+                .min()
+                .unwrap_or_else(Instant::now);
             tokio::select! {
                 msg = watch.next() => match msg? {
                     WatchMessage::Events { events, .. } => {
@@ -343,12 +422,14 @@ impl Follower {
                         if confirmed && strikes == 0 {
                             self.vouch(received);
                         }
+                        self.answer_caught_up();
                     }
                     WatchMessage::Progress { revision } => {
                         self.revision = self.revision.max(revision);
                         if confirmed && strikes == 0 {
                             self.vouch(Instant::now());
                         }
+                        self.answer_caught_up();
                     }
                     WatchMessage::Created => {}
                     WatchMessage::Compacted { compact_revision } => {
@@ -362,9 +443,40 @@ impl Follower {
                         })
                     }
                 },
+                Some(reply) = self.syncs.recv() => {
+                    let sent = Instant::now();
+                    let (etcd_has, revision) = self.client.fingerprint(&self.prefix).await?;
+                    if self.caught_up(etcd_has, revision) {
+                        // As good as a confirmation.
+                        strikes = 0;
+                        confirmed = true;
+                        self.vouch(sent);
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        self.waiting.push(Sync {
+                            etcd_has,
+                            revision,
+                            deadline: sent + self.sync_wait,
+                            reply,
+                        });
+                    }
+                }
+                _ = tokio::time::sleep_until(sync_deadline), if !self.waiting.is_empty() => {
+                    let now = Instant::now();
+                    for s in std::mem::take(&mut self.waiting) {
+                        if s.deadline <= now {
+                            let _ = s.reply.send(Err(format!(
+                                "the watch is behind etcd (at revision {}, etcd at {})",
+                                self.revision, s.revision
+                            )));
+                        } else {
+                            self.waiting.push(s);
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(next_confirm) => {
                     let sent = Instant::now();
-                    let etcd_has = self.client.fingerprint(&self.prefix).await?;
+                    let (etcd_has, _) = self.client.fingerprint(&self.prefix).await?;
                     let agrees = self.keys.as_ref().is_some_and(|k| k.fingerprint() == etcd_has);
                     if agrees {
                         strikes = 0;
