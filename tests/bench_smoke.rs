@@ -1,5 +1,5 @@
 //! `citus-ha bench --quick --json` runs without a database and prints one JSON object per
-//! line for every benchmark of issue 6 except `event_to_statement` (which needs --db).
+//! line for every benchmark (BENCHMARKS.md) except `event_to_statement` (which needs --db).
 
 #[path = "common_policy.rs"]
 mod common;

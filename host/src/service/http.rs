@@ -354,7 +354,7 @@ async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) ->
         .and_then(Value::as_f64)
         .filter(|t| t.is_finite() && *t > max_pause_s);
     *clamped = clamped_from;
-    let text = match clamped_from {
+    let forwarded = match clamped_from {
         None => text.to_string(),
         Some(asked) => {
             value["timeout"] = serde_json::Number::from_f64(max_pause_s)
@@ -368,7 +368,6 @@ async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) ->
             value.to_string()
         }
     };
-    let text = text.as_str();
     let timeout = if wait {
         let s = value
             .get("timeout")
@@ -383,7 +382,7 @@ async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) ->
     let deadline = tokio::time::Instant::now() + timeout;
     let (reply, rx) = oneshot::channel();
     let sent = st.tx.send(Input::Event {
-        body: text.to_string(),
+        body: forwarded,
         caller_deadline: wait.then_some(deadline),
         reply,
     });

@@ -18,18 +18,25 @@ use tokio::sync::{mpsc, oneshot};
 /// The longest one DCS read may take: a source that hangs counts as failing.
 const DCS_READ_BOUND: Duration = Duration::from_secs(2);
 
-/// `body` (a JSON event) with its `timeout` replaced by `left`, to the millisecond (up).
+/// `body` (a JSON event) with its `timeout` lowered to `left` (to the millisecond, up) when
+/// it asks for more. Anything else, an invalid timeout included, goes to the policy as sent:
+/// refusing it is the policy's job.
 fn with_timeout(body: &str, left: Duration) -> String {
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(body) else {
         return body.to_string();
     };
-    let ms = left.as_millis().max(1) as f64;
-    if let (Some(o), Some(n)) = (v.as_object_mut(), serde_json::Number::from_f64(ms / 1000.0)) {
-        if o.contains_key("timeout") {
-            o.insert("timeout".into(), serde_json::Value::Number(n));
+    let left_s = left.as_millis().max(1) as f64 / 1000.0;
+    let asked = v
+        .get("timeout")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|t| t.is_finite() && *t > 0.0);
+    match (asked, serde_json::Number::from_f64(left_s)) {
+        (Some(t), Some(n)) if t > left_s => {
+            v["timeout"] = serde_json::Value::Number(n);
+            v.to_string()
         }
+        _ => body.to_string(),
     }
-    v.to_string()
 }
 
 /// Counters the owner keeps for /status.
@@ -449,5 +456,24 @@ impl<S: MetadataSession, D: DcsSource> Owner<S, D> {
             }
         }
         answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_left_only_ever_lowers_a_valid_timeout() {
+        let body =
+            |t: &str| format!(r#"{{"type":"before_demote","group":1,"leader":"a","timeout":{t}}}"#);
+        let left = Duration::from_millis(1_500);
+        let lowered: serde_json::Value =
+            serde_json::from_str(&with_timeout(&body("30"), left)).unwrap();
+        assert_eq!(lowered["timeout"], 1.5);
+        for kept in ["1", "-5", "0", "\"30\"", "null"] {
+            assert_eq!(with_timeout(&body(kept), left), body(kept), "{kept}");
+        }
+        assert_eq!(with_timeout("{not json", left), "{not json");
     }
 }
