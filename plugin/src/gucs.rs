@@ -11,20 +11,6 @@ pub fn adjust_gucs(
     local_host: Option<&str>,
 ) -> Result<Vec<(String, String)>, InvalidInput> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let max_connections = match get("max_connections") {
-        None => return Err(InvalidInput::new("max_connections", "is required")),
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                InvalidInput::new(
-                    "max_connections",
-                    format!("{v:?} is not a positive integer"),
-                )
-            })?,
-    };
     let libs: Vec<&str> = get("shared_preload_libraries")
         .unwrap_or("")
         .split(',')
@@ -44,13 +30,32 @@ pub fn adjust_gucs(
             )
         })?,
     };
+    // As in the reference, max_connections matters only when Citus must derive
+    // max_prepared_transactions from it.
+    let max_connections = || match get("max_connections") {
+        None => Err(InvalidInput::new(
+            "max_connections",
+            "is required when max_prepared_transactions is not set",
+        )),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    "max_connections",
+                    format!("{v:?} is not a positive integer"),
+                )
+            }),
+    };
     let mut out: Vec<(String, String)> = params.to_vec();
     set(&mut out, "shared_preload_libraries", libs);
     if mpt == 0 {
         set(
             &mut out,
             "max_prepared_transactions",
-            (max_connections * 2).to_string(),
+            (max_connections()? * 2).to_string(),
         );
     }
     set(&mut out, "wal_level", "logical".into());
@@ -121,6 +126,15 @@ mod tests {
         assert_eq!(get(&out, "citus.local_hostname"), "localhost");
         let out = adjust_gucs(&p(&[("max_connections", "10")]), None).unwrap();
         assert_eq!(get(&out, "max_prepared_transactions"), "20");
+    }
+
+    #[test]
+    fn max_connections_is_not_needed_when_prepared_transactions_are_set() {
+        let out = adjust_gucs(&p(&[("max_prepared_transactions", "50")]), None).unwrap();
+        assert!(out.contains(&("max_prepared_transactions".into(), "50".into())));
+        assert!(!out.iter().any(|(k, _)| k == "max_connections"));
+        let e = adjust_gucs(&p(&[("max_prepared_transactions", "0")]), None).unwrap_err();
+        assert_eq!(e.field, "max_connections");
     }
 
     #[test]
