@@ -26,9 +26,12 @@ class Agent:
     been restored in a fresh instance and the agent keeps serving (the caller logs it).
     """
 
-    def __init__(self, handler: Handler, session: Session) -> None:
+    def __init__(self, handler: Handler, session: Session, seen: Optional[Seen] = None) -> None:
         self.handler = handler
         self.session = session
+        #: Called with every statement run and its result (a log, a metric), unless a turn is
+        #: given its own.
+        self.seen = seen
         self.turns = 0
 
     @classmethod
@@ -57,7 +60,8 @@ class Agent:
 
     def run_turn(self, now: int, seen: Optional[Seen] = None) -> None:
         """One turn of the metadata loop: batches until the policy has none. Each statement
-        run and its result go to `seen` (if given)."""
+        run and its result go to `seen` (or the agent's own `seen`)."""
+        seen = seen or self.seen
         try:
             while True:
                 batch = self.handler.poll_statements(now)
