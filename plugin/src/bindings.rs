@@ -453,10 +453,15 @@ impl GuestHandler for HandlerResource {
     }
 
     #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
-    fn handle_results(&self, now: t::Instant, results: String) -> Result<(), t::InvalidInput> {
+    fn handle_results(&self, now: t::Instant, results: String) -> Result<String, t::InvalidInput> {
         let results = crate::wire::read_results(&results).map_err(invalid)?;
-        self.with(|h| h.handle_results(now, results));
-        Ok(())
+        let next = self.with(|h| {
+            h.handle_results(now, results);
+            h.poll_statements(now)
+        });
+        let mut out = String::with_capacity(next.len() * 96);
+        crate::wire::write_statements(&next, &mut out);
+        Ok(out)
     }
 }
 

@@ -79,8 +79,7 @@ def test_a_switchover_through_the_handler(policy: Policy) -> None:
     rows = (PgDistRow(1, 0, "10.0.0.1", 5432, NodeRole.PRIMARY),
             PgDistRow(2, 1, "10.0.1.1", 5432, NodeRole.PRIMARY),
             PgDistRow(3, 1, "10.0.1.2", 5432, NodeRole.SECONDARY))
-    h.handle_results(0, Results(results=[Metadata(rows)]))
-    assert h.poll_statements(0).text == ""
+    assert h.handle_results(0, Results(results=[Metadata(rows)])).text == ""
     outcome = h.event(1000, cluster({1: w1}), {"type": "before_demote", "group": 1,
                                                "leader": "w1a", "timeout": 30})
     assert isinstance(outcome, Queued)
@@ -106,8 +105,7 @@ def test_bad_inputs_name_the_field(policy: Policy) -> None:
     h.set_connect_url("postgres://10.0.0.5:5432/postgres")
     h.heartbeat(0, cluster({}))
     assert h.poll_statements(0).statements == (LoadMetadata(),)
-    h.handle_results(0, Results(results=[Metadata(())]))
-    batch = h.poll_statements(0)
+    batch = h.handle_results(0, Results(results=[Metadata(())]))
     assert batch.statements == (AddNode("10.0.0.5", 5432, 0, NodeRole.PRIMARY),)
     with pytest.raises(InvalidInput) as e:
         policy.import_handler("not a state")

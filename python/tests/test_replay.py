@@ -3,6 +3,7 @@ scenario of the library, and exits as it does."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def test_same_bytes_as_the_rust_host(scenario: Path) -> None:
     if rust is None:
         pytest.skip("citus-ha is not built (cargo build -p citus-ha)")
     r = subprocess.run([str(rust), "replay", str(scenario)], capture_output=True, text=True,
-                       timeout=120, env={"RUST_LOG": "off"})
+                       timeout=120, env={**os.environ, "RUST_LOG": "off"})
     assert r.returncode == 0, r.stderr
     assert py.stdout == r.stdout
 

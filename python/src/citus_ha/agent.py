@@ -63,15 +63,13 @@ class Agent:
         run and its result go to `seen` (or the agent's own `seen`)."""
         seen = seen or self.seen
         try:
-            while True:
-                batch = self.handler.poll_statements(now)
-                if not batch:
-                    break
+            batch = self.handler.poll_statements(now)
+            while batch:
                 results = self.session.execute(batch)
                 if seen is not None:
                     for stmt, r in zip(batch.statements, results.results):
                         seen(stmt, r)
-                self.handler.handle_results(now, results)
+                batch = self.handler.handle_results(now, results)
         except PolicyTrap:
             # The handler was restored from the snapshot of the last turn; what the session
             # holds open is unknown to it now.
@@ -95,9 +93,10 @@ class Agent:
             t = now()
             if t >= deadline:
                 return False
+            # Until the policy wants a turn (a retry, a deadline), at most until ours.
             wake = self.handler.poll_timeout()
-            sleep(max(0.0, min(deadline, wake if wake is not None else deadline) - t) / 1000
-                  if wake is None or wake > t else 0.0)
+            until = deadline if wake is None else min(wake, deadline)
+            sleep(max(0, until - t) / 1000)
 
     def handle_event(self, now: Callable[[], int], view: ClusterView,
                      body: Union[str, Mapping[str, object]], timeout_ms: int,

@@ -68,13 +68,12 @@ def turn(h: Handler, session: SimSession, now: int) -> int:
     """One turn against the simulator (the loop `Agent.run_turn` runs, without its snapshot);
     how many statements ran."""
     n = 0
-    while True:
-        batch = h.poll_statements(now)
-        if not batch:
-            return n
+    batch = h.poll_statements(now)
+    while batch:
         results = session.execute(batch)
         n += results.text.count("\n")
-        h.handle_results(now, results)
+        batch = h.handle_results(now, results)
+    return n
 
 
 def reset_to_coordinator(h: Handler) -> None:

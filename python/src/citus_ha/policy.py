@@ -414,12 +414,14 @@ class Handler:
     # ----- outputs ------------------------------------------------------------------------
 
     def poll_statements(self, now: int) -> Batch:
-        """The statements to run next, in order (empty: this turn is over)."""
+        """The first statements of a turn, in order (empty: nothing to do); then each
+        `handle_results` answers with the next batch."""
         return Batch(self._call("[method]handler.poll-statements", now))
 
-    def handle_results(self, now: int, results: Results) -> None:
-        """The results of the last batch, in order, up to the first that failed."""
-        _checked(self._call("[method]handler.handle-results", now, results.text))
+    def handle_results(self, now: int, results: Results) -> Batch:
+        """The results of the last batch, in order, up to the first that failed; answers
+        with the next batch (empty: this turn is over), so a turn is one call per batch."""
+        return Batch(_checked(self._call("[method]handler.handle-results", now, results.text)))
 
     def poll_timeout(self) -> Optional[int]:
         """When the host must run a turn even without new input (ms on the host's clock)."""

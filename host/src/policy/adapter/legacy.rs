@@ -451,11 +451,11 @@ macro_rules! contract {
                 fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
                     self.p().handler().call_handle_demote(s, h)
                 }
-                fn poll_statements(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Vec<Statement>> {
+                fn poll_statements(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Vec<Statement>> {
                     contract!(@poll $hot self, s, h, now)
                 }
                 fn handle_results(
-                    &self,
+                    &mut self,
                     s: &mut Store<HostState>,
                     h: ResourceAny,
                     now: u64,

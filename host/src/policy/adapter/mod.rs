@@ -90,14 +90,14 @@ pub(crate) trait ContractApi: Send + Sync {
     /// The next statements in order (empty: the turn is over); a version without batches
     /// gives one at a time.
     fn poll_statements(
-        &self,
+        &mut self,
         s: &mut Store<HostState>,
         h: ResourceAny,
         now: u64,
     ) -> R<Vec<Statement>>;
     /// The results of the last batch, in order, up to the first that ended it.
     fn handle_results(
-        &self,
+        &mut self,
         s: &mut Store<HostState>,
         h: ResourceAny,
         now: u64,

@@ -56,6 +56,7 @@ impl ContractPre for Pre {
         Ok(Box::new(Api {
             bindings: self.0.instantiate(s)?,
             writer: ViewWriter::new(),
+            next: None,
         }))
     }
 }
@@ -64,6 +65,9 @@ struct Api {
     bindings: PolicyComponent,
     /// Heartbeat views (their flags refer to the previous heartbeat's view).
     writer: ViewWriter,
+    /// The batch `handle-results` answered with: the policy issued it, so the next
+    /// `poll_statements` hands it out.
+    next: Option<Vec<Statement>>,
 }
 
 impl Api {
@@ -259,16 +263,19 @@ impl ContractApi for Api {
         self.p().handler().call_handle_demote(s, h)
     }
     fn poll_statements(
-        &self,
+        &mut self,
         s: &mut Store<HostState>,
         h: ResourceAny,
         now: u64,
     ) -> R<Vec<Statement>> {
+        if let Some(next) = self.next.take() {
+            return Ok(next);
+        }
         let text = self.p().handler().call_poll_statements(s, h, now)?;
         guest_text(wire::read_statements(&text))
     }
     fn handle_results(
-        &self,
+        &mut self,
         s: &mut Store<HostState>,
         h: ResourceAny,
         now: u64,
@@ -276,8 +283,13 @@ impl ContractApi for Api {
     ) -> R<()> {
         let mut text = String::with_capacity(64 * r.len());
         wire::write_results(&r, &mut text);
-        let r = self.p().handler().call_handle_results(s, h, now, &text)?;
-        r.map_err(|e| wasmtime::format_err!("the policy refused the results: {}", invalid(e)))
+        let next = self
+            .p()
+            .handler()
+            .call_handle_results(s, h, now, &text)?
+            .map_err(|e| wasmtime::format_err!("the policy refused the results: {}", invalid(e)))?;
+        self.next = Some(guest_text(wire::read_statements(&next))?);
+        Ok(())
     }
     fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>> {
         self.p().handler().call_poll_timeout(s, h)
