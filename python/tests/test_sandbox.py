@@ -30,6 +30,7 @@ def drive(policy: Policy, swap_to: Policy = None, swap_at: int = -1) -> Tuple[Li
     now = 0
     for i, step in enumerate(steps[1:]):
         if i == swap_at and swap_to is not None:
+            assert agent.handler.metrics().in_flight, "the pause is open"
             agent.swap(swap_to)
         if step.op == "metadata":
             agent.session.set_rows(step.args)
@@ -75,10 +76,11 @@ def test_a_swap_mid_switchover_gives_the_same_statements() -> None:
     expected = (SCENARIOS / "worker_switchover_with_pause.expected").read_text().splitlines()
     assert plain == expected[:-1]
     assert plain.count('{"op":"begin"}') == 1 and plain.count('{"op":"commit"}') == 1
-    # Swap to another build (same contract, different bytes) after the pause was taken.
+    # Swap to another build (same contract, different bytes, reads only JSON state) while the
+    # pause is open: after before_demote's turn, before before_promote.
     other = Policy.load(policy_variant("state-json-only"))
     assert other.sha256 != current.sha256
-    swapped, agent = drive(current, other, swap_at=4)
+    swapped, agent = drive(current, other, swap_at=6)
     assert swapped == plain
     assert agent.handler.policy.sha256 == other.sha256
 

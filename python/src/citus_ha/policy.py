@@ -360,8 +360,12 @@ class Handler:
             raise SwapRefused(f"the running policy could not export its state: {e}") from e
         try:
             nxt = Handler._import(policy, state, self._identity)
-        except (InvalidInput, PolicyTrap) as e:
-            raise SwapRefused(f"state import failed: {e}") from e
+        except (InvalidInput, PolicyTrap) as first:
+            # A build older than the compact format reads only JSON: offer that.
+            try:
+                nxt = Handler._import(policy, self.export_state("json"), self._identity)
+            except (InvalidInput, PolicyTrap) as e:
+                raise SwapRefused(f"state import failed: {first}; as JSON: {e}") from e
         try:
             nxt._inst.call("[method]handler.poll-timeout", nxt._res)
             nxt.policy.version()
