@@ -82,7 +82,8 @@ impl<'a> TextView<'a> {
             Some(b) => Some(
                 b.parse::<u64>()
                     .map_err(|_| bad(1, "base is neither \\N nor an unsigned integer"))?,
-            ),
+            )
+            .filter(|b| *b != 0),
             None => return Err(bad(1, "no base field")),
         };
         if f.next().is_some() {
@@ -148,12 +149,9 @@ impl<'a> Iterator for TextGroups<'a> {
 impl<'a> TextGroups<'a> {
     fn entry(&mut self) -> Result<TextGroup<'a>, TextError> {
         let line = self.line;
-        let (text, rest) = self
-            .rest
-            .split_once('\n')
-            .ok_or_else(|| bad(line, "the last line does not end with a newline"))?;
-        self.rest = rest;
-        let mut f = text.splitn(3, '\t');
+        // `id \t flag \t length \t body \n`: the length lets a reader skip a body it does not
+        // need without looking for its end.
+        let mut f = self.rest.splitn(4, '\t');
         let id = f
             .next()
             .and_then(|s| s.parse::<GroupId>().ok())
@@ -168,9 +166,21 @@ impl<'a> TextGroups<'a> {
                 ))
             }
         };
-        let body = f
+        let len = f
             .next()
-            .ok_or_else(|| bad(line, format!("group {id}: no leader field")))?;
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or_else(|| bad(line, format!("group {id}: the body length is not a number")))?;
+        let rest = f.next().unwrap_or("");
+        let body = rest
+            .get(..len)
+            .filter(|_| rest.as_bytes().get(len) == Some(&b'\n'))
+            .ok_or_else(|| {
+                bad(
+                    line,
+                    format!("group {id}: the body is not {len} bytes followed by a newline"),
+                )
+            })?;
+        self.rest = &rest[len + 1..];
         match self.prev {
             None if id != COORDINATOR_GROUP => {
                 return Err(bad(
@@ -434,19 +444,28 @@ fn write_body(out: &mut String, g: &GroupView) {
     }
 }
 
+/// The header with fixed-width numbers (base 0: none), so the writer can renumber a view in
+/// place.
 fn push_header(out: &mut String, seq: u64, base: Option<u64>) {
     use std::fmt::Write;
-    let _ = match base {
-        Some(b) => writeln!(out, "{MAGIC}\t{seq}\t{b}"),
-        None => writeln!(out, "{MAGIC}\t{seq}\t{ABSENT}"),
-    };
+    let _ = writeln!(out, "{MAGIC}\t{seq:020}\t{:020}", base.unwrap_or(0));
 }
+const HEADER_LEN: usize = MAGIC.len() + 1 + 20 + 1 + 20 + 1;
 
-fn push_group(out: &mut String, id: GroupId, unchanged: bool, body: &str) {
+/// Writes a group's line; returns where its flag is.
+fn push_group(out: &mut String, id: GroupId, unchanged: bool, body: &str) -> usize {
     use std::fmt::Write;
-    let _ = write!(out, "{id}\t{}\t", if unchanged { '=' } else { '+' });
+    let _ = write!(out, "{id}\t");
+    let flag = out.len();
+    let _ = write!(
+        out,
+        "{}\t{}\t",
+        if unchanged { '=' } else { '+' },
+        body.len()
+    );
     out.push_str(body);
     out.push('\n');
+    flag
 }
 
 /// The groups in the order the text wants them (coordinator, then workers ascending).
@@ -475,14 +494,17 @@ pub fn write_once(view: &ClusterView) -> String {
 
 /// Writes successive views for one handler, flagging the groups whose body did not change
 /// since the previous view.
+///
+/// It keeps the last view's text. A view whose groups are the same ones, each body byte for
+/// byte the same, is written in place: each group is encoded into a scratch buffer and
+/// compared, then only the header's numbers and the flags change. Any other view is written
+/// anew (flags still relative to the last one).
 #[derive(Debug, Default)]
 pub struct ViewWriter {
     seq: Option<u64>,
     text: String,
-    /// (group id, body start, body end) in `text`, ascending by id.
-    index: Vec<(GroupId, usize, usize)>,
-    next_text: String,
-    next_index: Vec<(GroupId, usize, usize)>,
+    /// (group id, flag offset, body start, body end) in `text`, in order.
+    index: Vec<(GroupId, usize, usize, usize)>,
     body: String,
 }
 
@@ -501,35 +523,63 @@ impl ViewWriter {
     pub fn write(&mut self, view: &ClusterView) -> &str {
         let base = self.seq;
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
-        let mut out = std::mem::take(&mut self.next_text);
-        let mut index = std::mem::take(&mut self.next_index);
-        out.clear();
-        index.clear();
-        out.reserve(self.text.len());
+        let groups = ordered(view);
+        if !self.rewrite_in_place(&groups, seq, base) {
+            self.write_anew(&groups, seq, base);
+        }
+        self.seq = Some(seq);
+        &self.text
+    }
+
+    fn rewrite_in_place(
+        &mut self,
+        groups: &[(GroupId, &GroupView)],
+        seq: u64,
+        base: Option<u64>,
+    ) -> bool {
+        if base.is_none() || self.index.len() != groups.len() {
+            return false;
+        }
+        for (&(id, g), &(pid, _, from, to)) in groups.iter().zip(&self.index) {
+            self.body.clear();
+            write_body(&mut self.body, g);
+            if id != pid || self.text[from..to] != *self.body {
+                return false;
+            }
+        }
+        let mut header = String::with_capacity(HEADER_LEN);
+        push_header(&mut header, seq, base);
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
+        for &(_, flag, _, _) in &self.index {
+            bytes[flag] = b'=';
+        }
+        // Only ASCII replaced ASCII, so the text is still UTF-8 (checked, not assumed).
+        self.text = String::from_utf8(bytes).expect("ASCII replaced ASCII");
+        true
+    }
+
+    fn write_anew(&mut self, groups: &[(GroupId, &GroupView)], seq: u64, base: Option<u64>) {
+        let mut out = String::with_capacity(self.text.len().max(64));
+        let mut index = Vec::with_capacity(groups.len());
         push_header(&mut out, seq, base);
         let mut at_prev = 0;
-        for (id, g) in ordered(view) {
+        for &(id, g) in groups {
             self.body.clear();
             write_body(&mut self.body, g);
             while at_prev < self.index.len() && self.index[at_prev].0 < id {
                 at_prev += 1;
             }
             let unchanged = base.is_some()
-                && self
-                    .index
-                    .get(at_prev)
-                    .is_some_and(|&(pid, from, to)| pid == id && self.text[from..to] == *self.body);
-            push_group(&mut out, id, unchanged, "");
-            out.pop();
-            let from = out.len();
-            out.push_str(&self.body);
-            index.push((id, from, out.len()));
-            out.push('\n');
+                && self.index.get(at_prev).is_some_and(|&(pid, _, from, to)| {
+                    pid == id && self.text[from..to] == *self.body
+                });
+            let flag = push_group(&mut out, id, unchanged, &self.body);
+            let to = out.len() - 1;
+            index.push((id, flag, to - self.body.len(), to));
         }
-        self.next_text = std::mem::replace(&mut self.text, out);
-        self.next_index = std::mem::replace(&mut self.index, index);
-        self.seq = Some(seq);
-        &self.text
+        self.text = out;
+        self.index = index;
     }
 }
 
@@ -593,7 +643,10 @@ mod tests {
     fn round_trips_through_both_readers() {
         let v = view();
         let text = write_once(&v);
-        assert!(text.starts_with("CHV2\t0\t\\N\n0\t+\tc1\tc1\t"), "{text}");
+        assert!(
+            text.starts_with("CHV2\t00000000000000000000\t00000000000000000000\n0\t+\t"),
+            "{text}"
+        );
         assert_eq!(owned_view(&text).unwrap(), sorted(v.clone()));
         let tv = TextView::parse(&text).unwrap();
         let mut members = Vec::new();
@@ -618,23 +671,25 @@ mod tests {
 
     #[test]
     fn the_writer_flags_what_did_not_change() {
+        let flags = |t: &str| -> Vec<String> {
+            t.lines()
+                .skip(1)
+                .map(|l| l.split('\t').nth(1).unwrap().to_string())
+                .collect()
+        };
         let mut w = ViewWriter::new();
         let mut v = view();
         let first = w.write(&v).to_string();
-        assert!(first
-            .lines()
-            .skip(1)
-            .all(|l| l.split('\t').nth(1) == Some("+")));
+        assert_eq!(flags(&first), ["+", "+", "+"]);
+        let same = w.write(&v).to_string();
+        assert_eq!(flags(&same), ["=", "=", "="]);
+        assert_eq!(same.len(), first.len(), "rewritten in place");
         v.workers[0].1.members[0].state = Some("stopped".into());
         let second = w.write(&v).to_string();
-        let flags: Vec<_> = second
-            .lines()
-            .skip(1)
-            .map(|l| l.split('\t').nth(1).unwrap())
-            .collect();
-        assert_eq!(flags, ["=", "=", "+"]);
+        assert_eq!(flags(&second), ["=", "=", "+"]);
         let header = TextView::parse(&second).unwrap();
-        assert_eq!(header.base, TextView::parse(&first).ok().map(|h| h.seq));
+        assert_eq!(header.base, TextView::parse(&same).ok().map(|h| h.seq));
+        assert_eq!(owned_view(&second).unwrap(), sorted(v.clone()));
         w.reset();
         assert!(TextView::parse(w.write(&v)).unwrap().base.is_none());
     }
@@ -645,22 +700,30 @@ mod tests {
             ("", "line 1: no header"),
             ("CHV1\t1\t\\N\n", "line 1: does not start"),
             ("CHV2\t1\t\\N\n", "line 2: no groups"),
-            ("CHV2\t1\t\\N\n1\t+\t\\N\n", "line 2: first group is 1"),
-            ("CHV2\t1\t\\N\n0\t?\t\\N\n", "line 2: group 0: the flag"),
+            ("CHV2\t1\t\\N\n1\t+\t2\t\\N\n", "line 2: first group is 1"),
+            ("CHV2\t1\t\\N\n0\t?\t2\t\\N\n", "line 2: group 0: the flag"),
             (
-                "CHV2\t1\t\\N\n0\t+\t\\N\n0\t+\t\\N\n",
+                "CHV2\t1\t\\N\n0\t+\tx\t\\N\n",
+                "line 2: group 0: the body length",
+            ),
+            (
+                "CHV2\t1\t\\N\n0\t+\t2\t\\N\n0\t+\t2\t\\N\n",
                 "line 3: group 0 follows group 0",
             ),
             (
-                "CHV2\t1\t\\N\n0\t+\t\\N",
-                "line 2: the last line does not end",
+                "CHV2\t1\t\\N\n0\t+\t2\t\\N",
+                "line 2: group 0: the body is not 2 bytes",
             ),
             (
-                "CHV2\t1\t\\N\n0\t+\tc\tc\t\\N\n",
+                "CHV2\t1\t\\N\n0\t+\t3\t\\N\n",
+                "line 2: group 0: the body is not 3 bytes",
+            ),
+            (
+                "CHV2\t1\t\\N\n0\t+\t6\tc\tc\t\\N\n",
                 "line 2: group 0: a member has fewer",
             ),
             (
-                "CHV2\t1\t\\N\n0\t+\tc\tc\t\\N\t-\t\\N\t\\N\t\\N\t\\N\t2\n",
+                "CHV2\t1\t\\N\n0\t+\t22\tc\tc\t\\N\t-\t\\N\t\\N\t\\N\t\\N\t2\n",
                 "line 2: group 0: member c: noloadbalance",
             ),
         ];

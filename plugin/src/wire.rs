@@ -40,8 +40,8 @@ impl From<Role> for NodeRole {
 }
 
 /// A statement line; field order is the replay's.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 enum Line<'a> {
     LoadMetadata,
     Begin,
@@ -106,43 +106,6 @@ fn line(s: &Statement) -> Line<'_> {
     }
 }
 
-fn statement(l: Line<'_>) -> Statement {
-    match l {
-        Line::LoadMetadata => Statement::LoadMetadata,
-        Line::Begin => Statement::Begin,
-        Line::Commit => Statement::Commit,
-        Line::Rollback => Statement::Rollback,
-        Line::AddNode {
-            host,
-            port,
-            groupid,
-            role,
-        } => Statement::AddNode {
-            host: host.into_owned(),
-            port,
-            groupid,
-            role: role.into(),
-        },
-        Line::UpdateNode {
-            nodeid,
-            host,
-            port,
-            force,
-            cooldown_ms,
-        } => Statement::UpdateNode {
-            nodeid,
-            host: host.into_owned(),
-            port,
-            force,
-            cooldown_ms,
-        },
-        Line::RemoveNode { host, port } => Statement::RemoveNode {
-            host: host.into_owned(),
-            port,
-        },
-    }
-}
-
 /// Appends one JSON line per statement.
 pub fn write_statements(stmts: &[Statement], out: &mut String) {
     for s in stmts {
@@ -168,15 +131,65 @@ fn each_line<'a, T>(
         .collect()
 }
 
-/// Statements from JSON Lines (blank lines ignored).
-pub fn read_statements(text: &str) -> Result<Vec<Statement>, InvalidInput> {
-    each_line(text, "statements", |l| {
-        serde_json::from_str::<Line<'_>>(l).map(statement)
+/// A statement line read flat: serde's internally tagged enums buffer every object before
+/// reading it again, which made reading a batch several times slower than writing it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatLine<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    nodeid: Option<i32>,
+    #[serde(borrow)]
+    host: Option<Cow<'a, str>>,
+    port: Option<i32>,
+    groupid: Option<i32>,
+    role: Option<Role>,
+    force: Option<bool>,
+    cooldown_ms: Option<i32>,
+}
+
+fn need<T>(v: Option<T>, op: &str, field: &str) -> serde_json::Result<T> {
+    v.ok_or_else(|| serde::de::Error::custom(format!("{op}: missing field `{field}`")))
+}
+
+fn flat_statement(l: FlatLine<'_>) -> serde_json::Result<Statement> {
+    let op = l.op.as_ref();
+    let host = |h: Option<Cow<'_, str>>| need(h, op, "host").map(Cow::into_owned);
+    Ok(match op {
+        "load_metadata" => Statement::LoadMetadata,
+        "begin" => Statement::Begin,
+        "commit" => Statement::Commit,
+        "rollback" => Statement::Rollback,
+        "add_node" => Statement::AddNode {
+            host: host(l.host)?,
+            port: need(l.port, op, "port")?,
+            groupid: need(l.groupid, op, "groupid")?,
+            role: need(l.role, op, "role")?.into(),
+        },
+        "update_node" => Statement::UpdateNode {
+            nodeid: need(l.nodeid, op, "nodeid")?,
+            host: host(l.host)?,
+            port: need(l.port, op, "port")?,
+            force: need(l.force, op, "force")?,
+            cooldown_ms: need(l.cooldown_ms, op, "cooldown_ms")?,
+        },
+        "remove_node" => Statement::RemoveNode {
+            host: host(l.host)?,
+            port: need(l.port, op, "port")?,
+        },
+        other => return Err(serde::de::Error::custom(format!("unknown op {other:?}"))),
     })
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+/// Statements from JSON Lines (blank lines ignored).
+pub fn read_statements(text: &str) -> Result<Vec<Statement>, InvalidInput> {
+    each_line(text, "statements", |l| {
+        serde_json::from_str::<FlatLine<'_>>(l).and_then(flat_statement)
+    })
+}
+
+#[derive(Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
 enum Outcome<'a> {
     Done,
     RolledBack,
@@ -228,34 +241,57 @@ pub fn write_results(results: &[StatementResult], out: &mut String) {
     }
 }
 
-/// Results from JSON Lines (blank lines ignored).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatOutcome<'a> {
+    #[serde(borrow)]
+    result: Cow<'a, str>,
+    nodeid: Option<i32>,
+    #[serde(borrow)]
+    rows: Option<Vec<(i32, i32, Cow<'a, str>, i32, Role)>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    sqlstate: Option<Cow<'a, str>>,
+    #[serde(default)]
+    connection_lost: bool,
+}
+
+fn flat_result(o: FlatOutcome<'_>) -> serde_json::Result<StatementResult> {
+    let tag = o.result.as_ref();
+    Ok(match tag {
+        "done" => StatementResult::Done,
+        "rolled_back" => StatementResult::RolledBack,
+        "added" => StatementResult::Added(need(o.nodeid, tag, "nodeid")?),
+        "metadata" => StatementResult::Metadata(
+            need(o.rows, tag, "rows")?
+                .into_iter()
+                .map(|(nodeid, groupid, name, nodeport, role)| PgDistRow {
+                    nodeid,
+                    groupid,
+                    nodename: name.into_owned(),
+                    nodeport,
+                    noderole: role.into(),
+                })
+                .collect(),
+        ),
+        "failed" => StatementResult::Failed(StatementError {
+            message: need(o.message, tag, "message")?.into_owned(),
+            sqlstate: o.sqlstate.map(Cow::into_owned),
+            connection_lost: o.connection_lost,
+        }),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "unknown result {other:?}"
+            )))
+        }
+    })
+}
+
+/// Results from JSON Lines (blank lines ignored), read flat as statements are.
 pub fn read_results(text: &str) -> Result<Vec<StatementResult>, InvalidInput> {
     each_line(text, "results", |l| {
-        serde_json::from_str::<Outcome<'_>>(l).map(|o| match o {
-            Outcome::Done => StatementResult::Done,
-            Outcome::RolledBack => StatementResult::RolledBack,
-            Outcome::Added { nodeid } => StatementResult::Added(nodeid),
-            Outcome::Metadata { rows } => StatementResult::Metadata(
-                rows.into_iter()
-                    .map(|(nodeid, groupid, name, nodeport, role)| PgDistRow {
-                        nodeid,
-                        groupid,
-                        nodename: name.into_owned(),
-                        nodeport,
-                        noderole: role.into(),
-                    })
-                    .collect(),
-            ),
-            Outcome::Failed {
-                message,
-                sqlstate,
-                connection_lost,
-            } => StatementResult::Failed(StatementError {
-                message: message.into_owned(),
-                sqlstate: sqlstate.map(Cow::into_owned),
-                connection_lost,
-            }),
-        })
+        serde_json::from_str::<FlatOutcome<'_>>(l).and_then(flat_result)
     })
 }
 

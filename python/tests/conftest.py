@@ -29,15 +29,19 @@ def citus_ha_bin() -> Optional[Path]:
     return None
 
 
+_VARIANTS: dict = {}
+
+
 def policy_variant(features: str) -> Path:
-    """A test build of the policy (`fault-loop`, `fault-alloc`, ...), built once by cargo into
-    target/guest-variants, as the Rust sandbox tests build theirs."""
-    name = features.replace(",", "+").replace(" ", "+")
-    path = ROOT / "target" / "guest-variants" / f"{name}.wasm"
-    if not path.exists():
-        subprocess.run(["cargo", "run", "--quiet", "-p", "citus-ha", "--example", "guest_variant",
-                        "--", features], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return path
+    """A test build of the policy (`fault-loop`, `fault-alloc`, ...), built by cargo into
+    target/guest-variants exactly as the Rust sandbox tests build theirs (cargo rebuilds it
+    when the policy changed), once per test session."""
+    if features not in _VARIANTS:
+        out = subprocess.run(["cargo", "run", "--quiet", "-p", "citus-ha", "--example",
+                              "guest_variant", "--", features], cwd=ROOT, check=True,
+                             capture_output=True, text=True)
+        _VARIANTS[features] = Path(out.stdout.strip())
+    return _VARIANTS[features]
 
 
 def _free_port() -> int:

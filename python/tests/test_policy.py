@@ -131,6 +131,7 @@ def test_the_view_writer_flags_what_did_not_change() -> None:
     odd = Member("a\tb\\c", None, ("h", None), None, None, True)
     text = view_text(cluster({3: group("a\tb\\c", odd)}))
     assert "a\\tb\\\\c\t\\N\tk\th\t\\N\t\\N\t\\N\t1" in text
+    assert "\n3\t+\t33\ta\\tb" in text
 
 
 def test_escaped_values_reach_the_policy(policy: Policy) -> None:

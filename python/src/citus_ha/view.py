@@ -1,9 +1,9 @@
 """The DCS view an HA manager hands the policy, and its text form (contract 0.4.0).
 
-The text is PostgreSQL's COPY text format: one line per group, tab-separated fields, `\\N`
-for an absent value. `ViewWriter` flags each group whose line did not change since the view it
-wrote before, so the policy skips what it already settled: a steady heartbeat of 1000 groups
-costs one string and no decoding on either side of the boundary.
+The text is PostgreSQL's COPY text format: one line per group (its id, flag and body length,
+then the body), tab-separated fields, `\\N` for an absent value. `ViewWriter` flags each
+group whose body did not change since the view it wrote before, so the policy skips what it
+already settled: a steady heartbeat of 1000 groups is one string, no group decoded.
 """
 
 from __future__ import annotations
@@ -146,10 +146,15 @@ def _groups(view: ClusterView) -> Iterable[Tuple[int, GroupView]]:
         yield gid, view.workers[gid]
 
 
+def _line(gid: int, flag: str, body: str) -> str:
+    n = len(body) if body.isascii() else len(body.encode("utf-8"))
+    return f"{gid}\t{flag}\t{n}\t{body}"
+
+
 def view_text(view: ClusterView) -> str:
     """A view written once, with no base (events, tests)."""
     lines = [f"CHV2\t0\t{_ABSENT}"]
-    lines.extend(f"{gid}\t+\t{group_body(g)}" for gid, g in _groups(view))
+    lines.extend(_line(gid, "+", group_body(g)) for gid, g in _groups(view))
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +179,7 @@ class ViewWriter:
         for gid, g in _groups(view):
             body = group_body(g)
             bodies[gid] = body
-            lines.append(f"{gid}\t{'=' if prev.get(gid) == body else '+'}\t{body}")
+            lines.append(_line(gid, "=" if prev.get(gid) == body else "+", body))
         self._bodies = bodies
         self._seq = seq
         lines.append("")
