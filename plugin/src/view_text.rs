@@ -150,15 +150,22 @@ impl<'a> TextGroups<'a> {
     fn entry(&mut self) -> Result<TextGroup<'a>, TextError> {
         let line = self.line;
         // `id \t flag \t length \t body \n`: the length lets a reader skip a body it does not
-        // need without looking for its end.
-        let mut f = self.rest.splitn(4, '\t');
-        let id = f
-            .next()
-            .and_then(|s| s.parse::<GroupId>().ok())
-            .ok_or_else(|| bad(line, "the group id is not an integer"))?;
-        let unchanged = match f.next() {
-            Some("=") => true,
-            Some("+") => false,
+        // need without looking for its end, and the header is read byte by byte (a steady
+        // heartbeat reads nothing else of a group).
+        let b = self.rest.as_bytes();
+        let tab = |from: usize| {
+            b[from.min(b.len())..]
+                .iter()
+                .position(|&c| c == b'\t')
+                .map(|i| i + from)
+        };
+        let t1 = tab(0).ok_or_else(|| bad(line, "the group id is not an integer"))?;
+        let id = self.rest[..t1]
+            .parse::<GroupId>()
+            .map_err(|_| bad(line, "the group id is not an integer"))?;
+        let unchanged = match (b.get(t1 + 1), b.get(t1 + 2)) {
+            (Some(b'='), Some(b'\t')) => true,
+            (Some(b'+'), Some(b'\t')) => false,
             _ => {
                 return Err(bad(
                     line,
@@ -166,11 +173,12 @@ impl<'a> TextGroups<'a> {
                 ))
             }
         };
-        let len = f
-            .next()
-            .and_then(|s| s.parse::<usize>().ok())
+        let t3 = tab(t1 + 3)
             .ok_or_else(|| bad(line, format!("group {id}: the body length is not a number")))?;
-        let rest = f.next().unwrap_or("");
+        let len = self.rest[t1 + 3..t3]
+            .parse::<usize>()
+            .map_err(|_| bad(line, format!("group {id}: the body length is not a number")))?;
+        let rest = &self.rest[t3 + 1..];
         let body = rest
             .get(..len)
             .filter(|_| rest.as_bytes().get(len) == Some(&b'\n'))

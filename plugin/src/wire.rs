@@ -288,9 +288,21 @@ fn flat_result(o: FlatOutcome<'_>) -> serde_json::Result<StatementResult> {
     })
 }
 
-/// Results from JSON Lines (blank lines ignored), read flat as statements are.
+/// Results from JSON Lines (blank lines ignored), read flat as statements are; the two
+/// lines a drain is made of (`done`, `added`) exactly as this module writes them are read
+/// without a JSON parser.
 pub fn read_results(text: &str) -> Result<Vec<StatementResult>, InvalidInput> {
     each_line(text, "results", |l| {
+        if l == r#"{"result":"done"}"# {
+            return Ok(StatementResult::Done);
+        }
+        if let Some(id) = l
+            .strip_prefix(r#"{"result":"added","nodeid":"#)
+            .and_then(|r| r.strip_suffix('}'))
+            .and_then(|n| n.parse::<i32>().ok())
+        {
+            return Ok(StatementResult::Added(id));
+        }
         serde_json::from_str::<FlatOutcome<'_>>(l).and_then(flat_result)
     })
 }
