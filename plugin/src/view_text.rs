@@ -240,8 +240,7 @@ impl<'a> TextGroup<'a> {
     fn decode_into(&self, members: &mut Vec<MemberRef<'a>>) -> Result<Option<&'a str>, TextError> {
         let mut f = self.body.split('\t');
         let leader = value(f.next().unwrap_or(ABSENT))?;
-        loop {
-            let Some(name) = f.next() else { break };
+        while let Some(name) = f.next() {
             let mut field = || {
                 f.next().ok_or_else(|| {
                     bad(
@@ -345,7 +344,7 @@ pub fn owned_view(text: &str) -> Result<ClusterView, TextError> {
         let mut f = g.body.split('\t');
         let leader = unescape(f.next().unwrap_or(ABSENT), g.line)?;
         let fields: Vec<&str> = f.collect();
-        if fields.len() % MEMBER_FIELDS != 0 {
+        if !fields.len().is_multiple_of(MEMBER_FIELDS) {
             return Err(bad(
                 g.line,
                 format!(

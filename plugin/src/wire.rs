@@ -241,6 +241,9 @@ pub fn write_results(results: &[StatementResult], out: &mut String) {
     }
 }
 
+/// A pg_dist_node row as a result line carries it: nodeid, groupid, nodename, nodeport, role.
+type RowLine<'a> = (i32, i32, Cow<'a, str>, i32, Role);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FlatOutcome<'a> {
@@ -248,7 +251,7 @@ struct FlatOutcome<'a> {
     result: Cow<'a, str>,
     nodeid: Option<i32>,
     #[serde(borrow)]
-    rows: Option<Vec<(i32, i32, Cow<'a, str>, i32, Role)>>,
+    rows: Option<Vec<RowLine<'a>>>,
     #[serde(borrow)]
     message: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
