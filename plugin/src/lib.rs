@@ -28,7 +28,7 @@ pub mod wire;
 // component itself: it exports no policy.
 #[cfg(all(target_arch = "wasm32", not(feature = "sim")))]
 mod bindings;
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg_attr(any(not(target_arch = "wasm32"), feature = "sim"), allow(dead_code))]
 mod faults;
 #[cfg(target_arch = "wasm32")]
 mod guest_alloc;
