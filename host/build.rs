@@ -11,6 +11,9 @@ fn main() {
     for p in [
         "plugin/src",
         "plugin/Cargo.toml",
+        "sim/src",
+        "sim/component/src",
+        "sim/component/Cargo.toml",
         "wit",
         "Cargo.toml",
         "host/src/guest_build.rs",
@@ -27,6 +30,14 @@ fn main() {
                 target_dir.join("citus_ha_policy.component.wasm"),
                 &component,
             );
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // The simulator as a component, for the Python (and other) hosts' replay and benchmarks;
+    // this host runs the crate natively.
+    match guest_build::build_sim(&workspace, &target_dir) {
+        Ok(component) => {
+            let _ = std::fs::write(target_dir.join("citus_sim.component.wasm"), &component);
         }
         Err(e) => panic!("{e}"),
     }

@@ -53,13 +53,15 @@ fn swap_mid_switchover_prints_exactly_the_same_statements() {
     .unwrap();
     assert_eq!(expected.matches(r#"{"op":"begin"}"#).count(), 1);
     assert_eq!(expected.matches(r#"{"op":"commit"}"#).count(), 1);
-    // To a fresh build of the current contract, and across contracts to the 0.2.0 and 0.1.0
-    // builds (which take the view as records and one statement per call).
+    // To a fresh build of the current contract, and across contracts to the 0.3.0 build
+    // (packed view, batches of records) and the 0.2.0 and 0.1.0 builds (which take the view
+    // as records and one statement per call).
     let current = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(current.path(), EMBEDDED_POLICY).unwrap();
+    let v03 = policy_variant("wit-v0_3").unwrap();
     let v02 = policy_variant("wit-v0_2").unwrap();
     let v01 = policy_variant("wit-v0_1").unwrap();
-    for component in [current.path().to_path_buf(), v02, v01] {
+    for component in [current.path().to_path_buf(), v03, v02, v01] {
         let scenario = with_swap(&component);
         assert_eq!(
             replay(scenario.path(), &[]),
@@ -75,9 +77,13 @@ fn older_contract_builds_run_beside_the_current_one() {
     let engine = engine(2000);
     assert_eq!(
         engine.load(EMBEDDED_POLICY, "current").unwrap().contract,
-        "0.3.0"
+        "0.4.0"
     );
-    for (feature, contract) in [("wit-v0_2", "0.2.0"), ("wit-v0_1", "0.1.0")] {
+    for (feature, contract) in [
+        ("wit-v0_3", "0.3.0"),
+        ("wit-v0_2", "0.2.0"),
+        ("wit-v0_1", "0.1.0"),
+    ] {
         let older = policy_variant(feature).unwrap();
         let loaded = engine
             .load(&std::fs::read(&older).unwrap(), "older")
@@ -147,16 +153,16 @@ async fn bad_candidates_are_refused_and_the_old_policy_keeps_serving() {
     assert!(e.contains("truncated.wasm"), "{e}");
 
     // A component of a contract version this host does not run.
-    let wit = std::fs::read_to_string(root().join("wit/since_v0.3.0/policy.wit"))
+    let wit = std::fs::read_to_string(root().join("wit/since_v0.4.0/policy.wit"))
         .unwrap()
         .replace(
-            "package citus-ha:policy@0.3.0;",
+            "package citus-ha:policy@0.4.0;",
             "package citus-ha:policy@9.0.0;",
         );
     let unknown = dummy_component(&wit, "policy-component").unwrap();
     let e = engine.load(&unknown, "v9.wasm").err().expect("refused");
     assert!(
-        e.contains("citus-ha:policy/policy@9.0.0") && e.contains("0.3.0"),
+        e.contains("citus-ha:policy/policy@9.0.0") && e.contains("0.4.0"),
         "{e}"
     );
 

@@ -247,7 +247,7 @@ async fn run_policy_reload_over_http_mid_switchover() {
     env.wait_registered().await;
     let before = anonymous.get("/policy").await;
     let old_hash = before["running"]["sha256"].as_str().unwrap().to_string();
-    assert_eq!(before["running"]["contract"], "0.3.0", "{before}");
+    assert_eq!(before["running"]["contract"], "0.4.0", "{before}");
     assert!(
         before["running"]["version"]
             .as_str()

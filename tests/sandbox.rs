@@ -67,10 +67,10 @@ async fn unbounded_allocation_is_stopped_and_the_host_keeps_serving() {
 
 #[tokio::test]
 async fn a_build_that_refuses_packed_views_still_gets_every_heartbeat() {
-    // A host and a build that disagree on the packed view: the refusal is logged and the view
-    // goes in as records (which every contract takes); nothing is lost.
+    // A host and a 0.3.0 build that disagree on the packed view: the 0.3.0 adapter logs the
+    // refusal and sends the view as records (which that contract also takes); nothing is lost.
     let engine = engine(2000);
-    let refusing = load_variant(&engine, "fault-packed");
+    let refusing = load_variant(&engine, "wit-v0_3,fault-packed");
     let good = engine.load(EMBEDDED_POLICY, "embedded").unwrap();
     let mut seen = Vec::new();
     for build in [refusing, good] {

@@ -1,6 +1,7 @@
-//! Builds the policy crate for wasm32 and wraps the core module into a component without any
-//! WASI import (wasm32-unknown-unknown + wit-component). Used by build.rs for the embedded
-//! policy and by tests and benchmarks for the older-contract and misbehaving test builds.
+//! Builds the policy crate (and the simulator component) for wasm32 and wraps the core module
+//! into a component without any WASI import (wasm32-unknown-unknown + wit-component). Used by
+//! build.rs for the embedded policy and the simulator component other hosts load, and by
+//! tests and benchmarks for the older-contract and misbehaving test builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +24,34 @@ pub fn build_policy(
     target_dir: &Path,
     features: &str,
 ) -> Result<Vec<u8>, String> {
+    build_component(
+        workspace,
+        target_dir,
+        "citus-ha-policy",
+        "citus_ha_policy",
+        features,
+    )
+}
+
+/// The simulator component (`citus-ha:sim`), for hosts in other languages.
+pub fn build_sim(workspace: &Path, target_dir: &Path) -> Result<Vec<u8>, String> {
+    build_component(
+        workspace,
+        target_dir,
+        "citus-sim-component",
+        "citus_sim_component",
+        "",
+    )
+}
+
+/// Builds `package` for wasm32-unknown-unknown and wraps its core module `lib.wasm`.
+fn build_component(
+    workspace: &Path,
+    target_dir: &Path,
+    package: &str,
+    lib: &str,
+    features: &str,
+) -> Result<Vec<u8>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
@@ -30,7 +59,7 @@ pub fn build_policy(
             "build",
             "--quiet",
             "-p",
-            "citus-ha-policy",
+            package,
             "--lib",
             "--target",
             "wasm32-unknown-unknown",
@@ -59,12 +88,12 @@ pub fn build_policy(
         .map_err(|e| format!("cannot run cargo for the policy component: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "building the policy component failed (is the wasm32-unknown-unknown target installed? \
+            "building the {package} component failed (is the wasm32-unknown-unknown target installed? \
              `rustup target add wasm32-unknown-unknown`):\n{}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let core_path: PathBuf = target_dir.join("wasm32-unknown-unknown/guest/citus_ha_policy.wasm");
+    let core_path: PathBuf = target_dir.join(format!("wasm32-unknown-unknown/guest/{lib}.wasm"));
     let core = std::fs::read(&core_path)
         .map_err(|e| format!("cannot read {}: {e}", core_path.display()))?;
     componentize(&core)

@@ -1,19 +1,30 @@
-//! The thin layer between WIT and the policy modules (wasm32 only). The current contract is the
-//! default; `--features wit-v0_1` or `wit-v0_2` build the same logic against a frozen earlier
-//! contract. All generate the same Rust module paths (the version is not part of them), so one
-//! mapping serves, with the calls a version lacks left out.
+//! The thin layer between WIT and the policy modules (wasm32 only). The current contract
+//! (0.4.0) is the default; `--features wit-v0_1`, `wit-v0_2` or `wit-v0_3` build the same logic
+//! against a frozen earlier contract. All generate the same Rust module paths (the version is
+//! not part of them), so one mapping serves, with the calls a version lacks left out:
+//! the view as records and one statement at a time up to 0.3.0, metrics from 0.2.0, the
+//! packed view and batches of records in 0.3.0 only, text from 0.4.0.
 
-#[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+#[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+wit_bindgen::generate!({ path: "../wit/since_v0.4.0", world: "policy-component" });
+#[cfg(feature = "wit-v0_3")]
 wit_bindgen::generate!({ path: "../wit/since_v0.3.0", world: "policy-component" });
-#[cfg(feature = "wit-v0_2")]
+#[cfg(all(feature = "wit-v0_2", not(feature = "wit-v0_3")))]
 wit_bindgen::generate!({ path: "../wit/since_v0.2.0", world: "policy-component" });
-#[cfg(all(feature = "wit-v0_1", not(feature = "wit-v0_2")))]
+#[cfg(all(
+    feature = "wit-v0_1",
+    not(any(feature = "wit-v0_2", feature = "wit-v0_3"))
+))]
 wit_bindgen::generate!({ path: "../wit/since_v0.1.0", world: "policy-component" });
 
 use crate::handler::{self, Level};
-use crate::{bootstrap, config, dcs, gucs, slots, statement as st};
+use crate::{bootstrap, config, gucs, slots};
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
+use crate::{dcs, statement as st};
 use citus_ha::policy::host;
 use citus_ha::policy::types as t;
+#[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+use exports::citus_ha::policy::policy as p;
 use exports::citus_ha::policy::policy::{Guest, GuestHandler, Handler as HandlerHandle};
 use std::cell::RefCell;
 
@@ -57,6 +68,7 @@ fn to_config(c: t::CitusConfig) -> config::CitusConfig {
     }
 }
 
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
 fn node_role(r: t::NodeRole) -> crate::node::NodeRole {
     match r {
         t::NodeRole::Primary => crate::node::NodeRole::Primary,
@@ -65,6 +77,7 @@ fn node_role(r: t::NodeRole) -> crate::node::NodeRole {
     }
 }
 
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
 fn wit_role(r: crate::node::NodeRole) -> t::NodeRole {
     match r {
         crate::node::NodeRole::Primary => t::NodeRole::Primary,
@@ -73,6 +86,7 @@ fn wit_role(r: crate::node::NodeRole) -> t::NodeRole {
     }
 }
 
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
 fn group_view(g: t::GroupView) -> dcs::GroupView {
     dcs::GroupView {
         leader: g.leader,
@@ -94,6 +108,7 @@ fn group_view(g: t::GroupView) -> dcs::GroupView {
     }
 }
 
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
 fn cluster_view(v: t::ClusterView) -> dcs::ClusterView {
     dcs::ClusterView {
         coordinator: group_view(v.coordinator),
@@ -105,6 +120,7 @@ fn cluster_view(v: t::ClusterView) -> dcs::ClusterView {
     }
 }
 
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
 fn wit_statement(s: st::Statement) -> t::Statement {
     match s {
         st::Statement::LoadMetadata => t::Statement::LoadMetadata,
@@ -141,6 +157,7 @@ fn wit_statement(s: st::Statement) -> t::Statement {
     }
 }
 
+#[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
 fn statement_result(r: t::StatementResult) -> st::StatementResult {
     match r {
         t::StatementResult::Done => st::StatementResult::Done,
@@ -246,6 +263,7 @@ impl GuestHandler for HandlerResource {
         )))
     }
 
+    #[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
     fn import_state(state: Vec<u8>) -> Result<HandlerHandle, String> {
         if cfg!(feature = "fault-import") {
             return Err("this build refuses every state (fault-import test build)".into());
@@ -254,16 +272,19 @@ impl GuestHandler for HandlerResource {
         Ok(HandlerHandle::new(HandlerResource(RefCell::new(h))))
     }
 
+    #[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
     fn export_state(&self) -> Vec<u8> {
         self.0.borrow().export_state()
     }
 
+    #[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
     fn handle_heartbeat(&self, now: t::Instant, view: t::ClusterView) {
         crate::faults::on_heartbeat();
         let view = cluster_view(view);
         self.with(|h| h.handle_heartbeat(now, &view))
     }
 
+    #[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
     fn handle_event(
         &self,
         now: t::Instant,
@@ -284,10 +305,12 @@ impl GuestHandler for HandlerResource {
         self.with(|h| h.handle_demote())
     }
 
+    #[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
     fn poll_statement(&self, now: t::Instant) -> Option<t::Statement> {
         self.with(|h| h.poll_statement(now)).map(wit_statement)
     }
 
+    #[cfg(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3"))]
     fn handle_result(&self, now: t::Instant, result: t::StatementResult) {
         let result = statement_result(result);
         self.with(|h| h.handle_result(now, result))
@@ -311,17 +334,19 @@ impl GuestHandler for HandlerResource {
             statements: m.statements,
             failed_statements: m.failed_statements,
             sync_retries: m.sync_retries,
+            #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+            expired_events: m.expired_events,
             queued_tasks: h.queued_tasks() as u32,
             in_flight: h.in_flight_group().is_some(),
         }
     }
 
-    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    #[cfg(feature = "wit-v0_3")]
     fn export_state_json(&self) -> Vec<u8> {
         self.0.borrow().export_state_json()
     }
 
-    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    #[cfg(feature = "wit-v0_3")]
     fn handle_heartbeat_packed(
         &self,
         now: t::Instant,
@@ -343,7 +368,7 @@ impl GuestHandler for HandlerResource {
             .map_err(invalid)
     }
 
-    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    #[cfg(feature = "wit-v0_3")]
     fn handle_event_packed(
         &self,
         now: t::Instant,
@@ -360,7 +385,7 @@ impl GuestHandler for HandlerResource {
             .map_err(invalid)
     }
 
-    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    #[cfg(feature = "wit-v0_3")]
     fn poll_statements(&self, now: t::Instant) -> Vec<t::Statement> {
         self.with(|h| h.poll_statements(now))
             .into_iter()
@@ -368,10 +393,77 @@ impl GuestHandler for HandlerResource {
             .collect()
     }
 
-    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2")))]
+    #[cfg(feature = "wit-v0_3")]
     fn handle_results(&self, now: t::Instant, outcomes: Vec<t::StatementResult>) {
         let results = outcomes.into_iter().map(statement_result).collect();
         self.with(|h| h.handle_results(now, results))
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn import_state(state: String) -> Result<HandlerHandle, String> {
+        if cfg!(feature = "fault-import") {
+            return Err("this build refuses every state (fault-import test build)".into());
+        }
+        let h = handler::Handler::import_state(&state_bytes(&state)?)?;
+        Ok(HandlerHandle::new(HandlerResource(RefCell::new(h))))
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn export_state(&self, format: p::StateFormat) -> String {
+        let h = self.0.borrow();
+        match format {
+            p::StateFormat::Compact => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(h.export_state())
+            }
+            p::StateFormat::Json => {
+                String::from_utf8(h.export_state_json()).expect("the JSON state is UTF-8")
+            }
+        }
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn set_connect_url(&self, url: String) -> Result<(), t::InvalidInput> {
+        self.with(|h| h.set_connect_url(&url)).map_err(invalid)
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn handle_heartbeat(&self, now: t::Instant, view: String) -> Result<(), t::InvalidInput> {
+        crate::faults::on_heartbeat();
+        self.with(|h| h.handle_heartbeat_text(now, &view))
+            .map_err(invalid)
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn handle_event(
+        &self,
+        now: t::Instant,
+        view: String,
+        event: String,
+    ) -> Result<t::EventOutcome, t::InvalidInput> {
+        self.with(|h| h.handle_event_text(now, &view, &event))
+            .map(event_outcome)
+            .map_err(invalid)
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn poll_statements(&self, now: t::Instant) -> String {
+        let stmts = self.with(|h| h.poll_statements(now));
+        let mut out = String::with_capacity(stmts.len() * 96);
+        crate::wire::write_statements(&stmts, &mut out);
+        out
+    }
+
+    #[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+    fn handle_results(&self, now: t::Instant, results: String) -> Result<String, t::InvalidInput> {
+        let results = crate::wire::read_results(&results).map_err(invalid)?;
+        let next = self.with(|h| {
+            h.handle_results(now, results);
+            h.poll_statements(now)
+        });
+        let mut out = String::with_capacity(next.len() * 96);
+        crate::wire::write_statements(&next, &mut out);
+        Ok(out)
     }
 }
 
@@ -381,4 +473,17 @@ fn event_outcome(o: handler::EventOutcome) -> t::EventOutcome {
         handler::EventOutcome::Unchanged => t::EventOutcome::Unchanged,
         handler::EventOutcome::Discarded(why) => t::EventOutcome::Discarded(why),
     }
+}
+
+/// An imported state as the handler reads it: JSON (format 1) as is, the compact format from
+/// its base64.
+#[cfg(not(any(feature = "wit-v0_1", feature = "wit-v0_2", feature = "wit-v0_3")))]
+fn state_bytes(state: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    if state.trim_start().starts_with('{') {
+        return Ok(state.as_bytes().to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(state.trim())
+        .map_err(|e| format!("state is neither JSON nor base64 of the compact format: {e}"))
 }

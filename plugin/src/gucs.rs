@@ -37,10 +37,6 @@ pub fn adjust_gucs(
     local_host: Option<&str>,
 ) -> Result<Vec<(String, String)>, InvalidInput> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let max_connections = match get("max_connections") {
-        None => return Err(InvalidInput::new("max_connections", "is required")),
-        Some(v) => integer_setting("max_connections", v, 1..=MAX_BACKENDS)?,
-    };
     let libs: Vec<&str> = get("shared_preload_libraries")
         .unwrap_or("")
         .split(',')
@@ -55,13 +51,22 @@ pub fn adjust_gucs(
         None => 0,
         Some(v) => integer_setting("max_prepared_transactions", v, 0..=MAX_BACKENDS)?,
     };
+    // As in the reference, max_connections matters only when Citus must derive
+    // max_prepared_transactions from it.
+    let max_connections = || match get("max_connections") {
+        None => Err(InvalidInput::new(
+            "max_connections",
+            "is required when max_prepared_transactions is not set",
+        )),
+        Some(v) => integer_setting("max_connections", v, 1..=MAX_BACKENDS),
+    };
     let mut out: Vec<(String, String)> = params.to_vec();
     set(&mut out, "shared_preload_libraries", libs);
     if mpt == 0 {
         set(
             &mut out,
             "max_prepared_transactions",
-            (max_connections * 2).min(MAX_BACKENDS).to_string(),
+            (max_connections()? * 2).min(MAX_BACKENDS).to_string(),
         );
     }
     set(&mut out, "wal_level", "logical".into());
@@ -156,6 +161,15 @@ mod tests {
         assert_eq!(get(&out, "max_prepared_transactions"), "262143", "capped");
         let out = adjust_gucs(&p(&[("max_connections", "131071")]), None).unwrap();
         assert_eq!(get(&out, "max_prepared_transactions"), "262142");
+    }
+
+    #[test]
+    fn max_connections_is_not_needed_when_prepared_transactions_are_set() {
+        let out = adjust_gucs(&p(&[("max_prepared_transactions", "50")]), None).unwrap();
+        assert!(out.contains(&("max_prepared_transactions".into(), "50".into())));
+        assert!(!out.iter().any(|(k, _)| k == "max_connections"));
+        let e = adjust_gucs(&p(&[("max_prepared_transactions", "0")]), None).unwrap_err();
+        assert_eq!(e.field, "max_connections");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::packed_view::{self, PackedView};
 use crate::statement::{Statement, StatementError, StatementResult};
 use crate::task_queue::{Task, TaskQueue, Ticket};
 use crate::transition::{transition, Change};
+use crate::view_text::{self, TextError, TextView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -160,6 +161,40 @@ struct ViewMemo {
     order: Vec<(GroupId, bool)>,
 }
 
+/// One group of a view the heartbeat reads in place, whatever its encoding.
+trait InPlaceGroup<'a> {
+    type Error;
+    fn id(&self) -> GroupId;
+    fn unchanged(&self) -> bool;
+    fn decode(&self, members: &mut Vec<MemberRef<'a>>) -> Result<Option<&'a str>, Self::Error>;
+}
+
+impl<'a> InPlaceGroup<'a> for packed_view::GroupEntry<'a> {
+    type Error = packed_view::BadView;
+    fn id(&self) -> GroupId {
+        self.id
+    }
+    fn unchanged(&self) -> bool {
+        self.unchanged
+    }
+    fn decode(&self, members: &mut Vec<MemberRef<'a>>) -> Result<Option<&'a str>, Self::Error> {
+        packed_view::GroupEntry::decode(self, members)
+    }
+}
+
+impl<'a> InPlaceGroup<'a> for view_text::TextGroup<'a> {
+    type Error = TextError;
+    fn id(&self) -> GroupId {
+        self.id
+    }
+    fn unchanged(&self) -> bool {
+        self.unchanged
+    }
+    fn decode(&self, members: &mut Vec<MemberRef<'a>>) -> Result<Option<&'a str>, Self::Error> {
+        view_text::TextGroup::decode(self, members)
+    }
+}
+
 impl ViewMemo {
     /// Group `g`'s cache entry changed.
     fn forget_group(&mut self, g: GroupId) {
@@ -268,45 +303,88 @@ impl Handler {
             packed_view::Groups::new(view.bytes)?.try_for_each(|e| e.map(|_| ()))?;
             return Ok(());
         }
-        let trusted = view.base.is_some() && view.base == self.view_memo.seq;
+        let groups = packed_view::Groups::new(view.bytes)?;
+        self.heartbeat_in_place(now, view.seq, view.base, view.bytes.len(), groups)
+            .map_err(InvalidInput::from)
+    }
+
+    /// The heartbeat with the view as text (contract 0.4.0), with the same skipping as
+    /// [`Handler::handle_heartbeat_packed`]. A view with an escaped value (a tab, newline or
+    /// backslash inside a name or URL) cannot be read in place and is read in full instead.
+    pub fn handle_heartbeat_text(&mut self, now: Instant, text: &str) -> Result<(), InvalidInput> {
+        let view = TextView::parse(text)?;
+        if !self.config.is_coordinator() {
+            view.groups().try_for_each(|e| e.map(|_| ()))?;
+            return Ok(());
+        }
+        match self.heartbeat_in_place(now, view.seq, view.base, text.len(), view.groups()) {
+            Ok(()) => Ok(()),
+            Err(TextError::Escaped) => {
+                let owned = view_text::owned_view(text)?;
+                self.handle_heartbeat(now, &owned);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a view in place (packed or text): a worker group marked unchanged since the last
+    /// such view, which then matched the cache with nothing queued or in flight for it, is not
+    /// read again: nothing about its decision can have changed. Pass 1 reads everything that
+    /// must be read, so a malformed view changes nothing.
+    fn heartbeat_in_place<'a, G: InPlaceGroup<'a>>(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        base: Option<u64>,
+        size: usize,
+        groups: impl Iterator<Item = Result<G, G::Error>>,
+    ) -> Result<(), G::Error> {
+        let trusted = base.is_some() && base == self.view_memo.seq;
         let settled = &self.view_memo.matched;
         let mut at_settled = 0;
-        let mut members: Vec<MemberRef<'_>> = Vec::new();
-        // Pass 1: check every header and read the groups that need reading, so a malformed
-        // view changes nothing. Only what is read is kept (a steady view reads nothing); the
-        // list of groups in order, read or not, reuses its allocation from call to call.
+        let mut members: Vec<MemberRef<'a>> = Vec::new();
+        // Only what is read is kept (a steady view reads nothing); the list of groups in
+        // order, read or not, reuses its allocation from call to call.
         let mut order = std::mem::take(&mut self.view_memo.order);
         order.clear();
-        let mut reads: Vec<ReadGroup<'_>> = Vec::new();
-        for (i, e) in packed_view::Groups::new(view.bytes)?.enumerate() {
-            let e = e?;
-            let skip = i > 0 && trusted && e.unchanged && {
-                while at_settled < settled.len() && settled[at_settled] < e.id {
+        let mut reads: Vec<ReadGroup<'a>> = Vec::new();
+        for (i, e) in groups.enumerate() {
+            let e = match e {
+                Ok(e) => e,
+                Err(bad) => {
+                    self.view_memo.order = order;
+                    return Err(bad);
+                }
+            };
+            let id = e.id();
+            let skip = i > 0 && trusted && e.unchanged() && {
+                while at_settled < settled.len() && settled[at_settled] < id {
                     at_settled += 1;
                 }
-                settled.get(at_settled) == Some(&e.id)
+                settled.get(at_settled) == Some(&id)
                     && !self.schedule_load
-                    && self.in_flight.as_ref().is_none_or(|f| f.groupid() != e.id)
-                    && (self.queue.is_empty() || self.queue.get(e.id).is_none())
+                    && self.in_flight.as_ref().is_none_or(|f| f.groupid() != id)
+                    && (self.queue.is_empty() || self.queue.get(id).is_none())
             };
             if !skip {
                 if members.capacity() == 0 {
                     // Room for every member at once (a member takes at least ~60 bytes of a
                     // view): one allocation instead of a dozen doublings when all groups are new.
-                    members.reserve(view.bytes.len() / 64);
-                    reads.reserve(view.bytes.len() / 256);
+                    members.reserve(size / 64);
+                    reads.reserve(size / 256);
                 }
                 let from = members.len();
                 let leader = match e.decode(&mut members) {
                     Ok(l) => l,
                     Err(bad) => {
                         self.view_memo.order = order;
-                        return Err(bad.into());
+                        return Err(bad);
                     }
                 };
                 reads.push((leader, from, members.len()));
             }
-            order.push((e.id, !skip));
+            order.push((id, !skip));
         }
         // Pass 2: act, exactly as the plain heartbeat would.
         self.ready = true;
@@ -334,7 +412,7 @@ impl Handler {
         }
         self.view_memo.order = order;
         self.view_memo.spare = std::mem::replace(&mut self.view_memo.matched, matched);
-        self.view_memo.seq = Some(view.seq);
+        self.view_memo.seq = Some(seq);
         Ok(())
     }
 
@@ -431,6 +509,43 @@ impl Handler {
             _ => None,
         };
         Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
+    }
+
+    /// [`Handler::handle_event`] with the view as text; only the event's group is read.
+    pub fn handle_event_text(
+        &mut self,
+        now: Instant,
+        text: &str,
+        body: &str,
+    ) -> Result<EventOutcome, InvalidInput> {
+        let ev = parse_event(body)?;
+        let view = TextView::parse(text)?;
+        let mut found = None;
+        for g in view.groups() {
+            let g = g?;
+            if g.id == ev.group && g.id != COORDINATOR_GROUP {
+                found = Some(g);
+            }
+        }
+        let mut members: Vec<MemberRef<'_>> = Vec::new();
+        let group = match found.map(|g| g.decode(&mut members)) {
+            None => None,
+            Some(Ok(leader)) => Some(leader),
+            Some(Err(TextError::Escaped)) => {
+                let owned = view_text::owned_view(text)?;
+                return self.handle_event(now, &owned, body);
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
+    }
+
+    /// This node's connection URL changed: the next heartbeat registers the coordinator
+    /// under it. A URL with no usable host is refused and changes nothing.
+    pub fn set_connect_url(&mut self, url: &str) -> Result<(), InvalidInput> {
+        parse_conn_url(url).map_err(|e| InvalidInput::new("connect-url", e.to_string()))?;
+        self.connect_url = url.to_string();
+        Ok(())
     }
 
     fn act_on_event(

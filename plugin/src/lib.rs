@@ -21,10 +21,14 @@ pub mod state;
 pub mod statement;
 pub mod task_queue;
 pub mod transition;
+pub mod view_text;
+pub mod wire;
 
-#[cfg(target_arch = "wasm32")]
+// A build with the simulator is a library for the simulator component, never the policy
+// component itself: it exports no policy.
+#[cfg(all(target_arch = "wasm32", not(feature = "sim")))]
 mod bindings;
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg_attr(any(not(target_arch = "wasm32"), feature = "sim"), allow(dead_code))]
 mod faults;
 #[cfg(target_arch = "wasm32")]
 mod guest_alloc;

@@ -34,12 +34,24 @@ fn child() -> anyhow::Result<&'static str> {
     let mut p = loaded.new_handler(&config(), NAME, CONNECT_URL)?;
     p.heartbeat(0, &view(1))?;
     let mut session = SimSession::default();
-    while let Some(stmt) = p.poll_statement(0)? {
-        if matches!(stmt, Statement::AddNode { .. }) {
-            return Ok(statement_kind(&stmt));
+    loop {
+        let batch = p.poll_statements(0)?;
+        if batch.is_empty() {
+            break;
         }
-        let result = session.run(&stmt);
-        p.handle_result(0, result)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for stmt in &batch {
+            if matches!(stmt, Statement::AddNode { .. }) {
+                return Ok(statement_kind(stmt));
+            }
+            let result = session.run(stmt);
+            let ends = result.ends_batch();
+            results.push(result);
+            if ends {
+                break;
+            }
+        }
+        p.handle_results(0, results)?;
     }
     anyhow::bail!("the policy decided nothing")
 }

@@ -61,20 +61,11 @@ pub trait Policy: Send {
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>>;
     fn schedule_reload(&mut self) -> PolicyResult<()>;
     fn demote(&mut self) -> PolicyResult<()>;
-    fn poll_statement(&mut self, now: u64) -> PolicyResult<Option<Statement>>;
-    fn handle_result(&mut self, now: u64, result: StatementResult) -> PolicyResult<()>;
     /// The next statements in order (empty: the turn is over). The caller runs them in order,
     /// stops after the first that fails, and hands back the results it has. A build whose
     /// contract has no batches gives one statement at a time.
-    fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {
-        Ok(self.poll_statement(now)?.into_iter().collect())
-    }
-    fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()> {
-        for r in results {
-            self.handle_result(now, r)?;
-        }
-        Ok(())
-    }
+    fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>>;
+    fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()>;
     fn poll_timeout(&mut self) -> PolicyResult<Option<u64>>;
     fn poll_completed(&mut self) -> PolicyResult<Vec<u64>>;
     fn export_state(&mut self) -> PolicyResult<Vec<u8>>;

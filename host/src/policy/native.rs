@@ -4,29 +4,29 @@ use super::{Policy, PolicyResult};
 use citus_ha_policy::bootstrap::{bootstrap_plan, BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::{Handler, Metrics};
-use citus_ha_policy::packed_view::{self, PackedView, Packer};
 use citus_ha_policy::slots::{keep_replication_slot, ReplicationSlot};
+use citus_ha_policy::view_text::{self, ViewWriter};
 use citus_ha_policy::{config, gucs};
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 
 pub struct NativePolicy {
     handler: Handler,
-    /// The view goes in packed, as it does into a 0.3.0 component, so the baseline does the
+    /// The view goes in as text, as it does into a 0.4.0 component, so the baseline does the
     /// same work on the same input.
-    packer: Packer,
+    writer: ViewWriter,
 }
 
 impl NativePolicy {
     pub fn new(config: CitusConfig, name: &str, connect_url: &str) -> Self {
         Self {
             handler: Handler::new(config, name, connect_url),
-            packer: Packer::new(),
+            writer: ViewWriter::new(),
         }
     }
     pub fn import(state: &[u8]) -> Result<Self, String> {
         Handler::import_state(state).map(|handler| Self {
             handler,
-            packer: Packer::new(),
+            writer: ViewWriter::new(),
         })
     }
     fn drain(&mut self) {
@@ -68,11 +68,14 @@ impl Policy for NativePolicy {
         Ok(bootstrap_plan(c, db, auth, url))
     }
     fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
-        let packed = self.packer.pack(view);
-        if let Err(e) = self.handler.handle_heartbeat_packed(now, packed) {
-            tracing::error!("the policy refused the packed view ({e}); sending it unpacked");
-            self.packer.reset();
-            self.handler.handle_heartbeat(now, view);
+        let text = self.writer.write(view);
+        if let Err(e) = self.handler.handle_heartbeat_text(now, text) {
+            tracing::error!("the policy refused the view ({e}); sending it without marks");
+            self.writer.reset();
+            let text = self.writer.write(view);
+            if let Err(e) = self.handler.handle_heartbeat_text(now, text) {
+                tracing::error!("the policy refused the view again: {e}");
+            }
         }
         self.drain();
         Ok(())
@@ -83,13 +86,8 @@ impl Policy for NativePolicy {
         view: &ClusterView,
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
-        let bytes = packed_view::pack_once(view);
-        let packed = PackedView {
-            seq: 0,
-            base: None,
-            bytes: &bytes,
-        };
-        let r = self.handler.handle_event_packed(now, packed, body);
+        let text = view_text::write_once(view);
+        let r = self.handler.handle_event_text(now, &text, body);
         self.drain();
         Ok(r)
     }
@@ -99,16 +97,6 @@ impl Policy for NativePolicy {
     }
     fn demote(&mut self) -> PolicyResult<()> {
         self.handler.handle_demote();
-        Ok(())
-    }
-    fn poll_statement(&mut self, now: u64) -> PolicyResult<Option<Statement>> {
-        let s = self.handler.poll_statement(now);
-        self.drain();
-        Ok(s)
-    }
-    fn handle_result(&mut self, now: u64, result: StatementResult) -> PolicyResult<()> {
-        self.handler.handle_result(now, result);
-        self.drain();
         Ok(())
     }
     fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {

@@ -7,7 +7,6 @@ use super::{Policy, PolicyError, PolicyResult};
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::{Level, Metrics};
-use citus_ha_policy::packed_view::{self, PackedView, Packer};
 use citus_ha_policy::slots::ReplicationSlot;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 use sha2::{Digest, Sha256};
@@ -298,7 +297,6 @@ impl LoadedPolicy {
             store,
             api,
             handler: None,
-            packer: Packer::default(),
             meta: self.clone(),
         };
         let h = p.call(|api, s| api.new_handler(s, c, name, url))?;
@@ -313,7 +311,6 @@ impl LoadedPolicy {
             store,
             api,
             handler: None,
-            packer: Packer::default(),
             meta: self.clone(),
         };
         match p.call(|api, s| api.import_state(s, state))? {
@@ -332,7 +329,6 @@ impl LoadedPolicy {
             store,
             api,
             handler: None,
-            packer: Packer::default(),
             meta: self.clone(),
         })
     }
@@ -344,9 +340,6 @@ pub struct WasmPolicy {
     api: Box<dyn ContractApi>,
     handler: Option<ResourceAny>,
     meta: LoadedPolicy,
-    /// Heartbeat views for a contract with packed views (its unchanged marks refer to the
-    /// previous heartbeat's view); events get theirs packed on their own.
-    packer: Packer,
 }
 
 impl WasmPolicy {
@@ -363,11 +356,11 @@ impl WasmPolicy {
     /// which this Store must not be used again.
     fn call<T>(
         &mut self,
-        f: impl FnOnce(&dyn ContractApi, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&mut dyn ContractApi, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> PolicyResult<T> {
         let ticks = self.meta.ticks();
         self.store.set_epoch_deadline(ticks);
-        f(self.api.as_ref(), &mut self.store).map_err(|e| {
+        f(self.api.as_mut(), &mut self.store).map_err(|e| {
             let what = match e.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::Interrupt) => "call exceeded its time budget".to_string(),
                 Some(t) => format!("{t}"),
@@ -417,31 +410,7 @@ impl Policy for WasmPolicy {
     }
     fn heartbeat(&mut self, now: u64, v: &ClusterView) -> PolicyResult<()> {
         let h = self.handle()?;
-        if !self.api.has_batches() {
-            return self.call(|a, s| a.heartbeat(s, h, now, v));
-        }
-        let mut packer = std::mem::take(&mut self.packer);
-        let packed = packer.pack(v);
-        let r = self.call(|a, s| a.heartbeat_packed(s, h, now, packed));
-        self.packer = packer;
-        match r {
-            Ok(Some(Ok(()))) => Ok(()),
-            Ok(refused) => {
-                // A host and a build that disagree on the packing: say so, and fall back to
-                // the view as records, which every contract version takes.
-                let why = refused.map_or_else(
-                    || "no packed call".into(),
-                    |e| format!("{}", e.unwrap_err()),
-                );
-                tracing::error!(policy = %self.meta.label(), "packed view refused ({why}); sending it as records");
-                self.packer.reset();
-                self.call(|a, s| a.heartbeat(s, h, now, v))
-            }
-            Err(e) => {
-                self.packer.reset();
-                Err(e)
-            }
-        }
+        self.call(|a, s| a.heartbeat(s, h, now, v))
     }
     fn event(
         &mut self,
@@ -450,19 +419,7 @@ impl Policy for WasmPolicy {
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
         let h = self.handle()?;
-        if !self.api.has_batches() {
-            return self.call(|a, s| a.event(s, h, now, v, body));
-        }
-        let bytes = packed_view::pack_once(v);
-        let packed = PackedView {
-            seq: 0,
-            base: None,
-            bytes: &bytes,
-        };
-        match self.call(|a, s| a.event_packed(s, h, now, packed, body))? {
-            Some(r) => Ok(r),
-            None => self.call(|a, s| a.event(s, h, now, v, body)),
-        }
+        self.call(|a, s| a.event(s, h, now, v, body))
     }
     fn schedule_reload(&mut self) -> PolicyResult<()> {
         let h = self.handle()?;
@@ -472,33 +429,13 @@ impl Policy for WasmPolicy {
         let h = self.handle()?;
         self.call(|a, s| a.demote(s, h))
     }
-    fn poll_statement(&mut self, now: u64) -> PolicyResult<Option<Statement>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.poll_statement(s, h, now))
-    }
-    fn handle_result(&mut self, now: u64, r: StatementResult) -> PolicyResult<()> {
-        let h = self.handle()?;
-        self.call(|a, s| a.handle_result(s, h, now, r))
-    }
     fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {
         let h = self.handle()?;
-        if !self.api.has_batches() {
-            return Ok(self.poll_statement(now)?.into_iter().collect());
-        }
         self.call(|a, s| a.poll_statements(s, h, now))
-            .map(Option::unwrap_or_default)
     }
     fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()> {
         let h = self.handle()?;
-        if self.api.has_batches() {
-            return self
-                .call(|a, s| a.handle_results(s, h, now, results))
-                .map(|_| ());
-        }
-        for r in results {
-            self.handle_result(now, r)?;
-        }
-        Ok(())
+        self.call(|a, s| a.handle_results(s, h, now, results))
     }
     fn poll_timeout(&mut self) -> PolicyResult<Option<u64>> {
         let h = self.handle()?;

@@ -588,6 +588,12 @@ async fn metrics(State(st): State<AppState>) -> Response {
             m.deadline_rollbacks,
         );
         put(
+            "policy_expired_events_total",
+            "counter",
+            "Pauses dropped because their caller stopped waiting before they could start",
+            m.expired_events,
+        );
+        put(
             "policy_sync_retries_total",
             "counter",
             "Retries after Citus' metadata-sync refusal",

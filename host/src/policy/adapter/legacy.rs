@@ -1,135 +1,19 @@
-//! One host adapter per WIT contract version, generated from one template: each version gets
-//! its own `bindgen!` module (its types are distinct Rust types) and the same mapping to the
-//! native types the rest of the host uses. A released version's folder under `wit/` is frozen,
-//! so its adapter keeps compiling against exactly what old components were built with.
+//! The adapters of contracts 0.1.0-0.3.0, generated from one template: each version gets its
+//! own `bindgen!` module (its types are distinct Rust types) and the same mapping to the
+//! native types the rest of the host uses. They differ in their hot paths, which the template
+//! takes as a parameter: `records` (0.1.0, 0.2.0: the view as records, one statement at a
+//! time) or `packed` (0.3.0: the view packed into bytes, statements in batches of records).
 
-use super::wasm::HostState;
+use super::{ContractApi, ContractPre, R};
+use crate::policy::wasm::HostState;
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::Metrics;
-use citus_ha_policy::packed_view::PackedView;
+use citus_ha_policy::packed_view::Packer;
 use citus_ha_policy::slots::ReplicationSlot;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceAny};
 use wasmtime::Store;
-
-type R<T> = wasmtime::Result<T>;
-
-/// The calls of one contract version on an instantiated component.
-pub(crate) trait ContractApi: Send + Sync {
-    fn version(&self, s: &mut Store<HostState>) -> R<String>;
-    fn validate_config(
-        &self,
-        s: &mut Store<HostState>,
-        j: &str,
-    ) -> R<Result<CitusConfig, InvalidInput>>;
-    fn adjust_gucs(
-        &self,
-        s: &mut Store<HostState>,
-        p: &[(String, String)],
-        h: Option<&str>,
-    ) -> R<Result<Vec<(String, String)>, InvalidInput>>;
-    fn keep_slot(
-        &self,
-        s: &mut Store<HostState>,
-        c: &CitusConfig,
-        primary: bool,
-        slot: &ReplicationSlot,
-    ) -> R<bool>;
-    fn bootstrap_plan(
-        &self,
-        s: &mut Store<HostState>,
-        c: &CitusConfig,
-        db: &str,
-        auth: &SuperuserAuth,
-        url: Option<&str>,
-    ) -> R<Result<Vec<BootstrapStep>, InvalidInput>>;
-    fn new_handler(
-        &self,
-        s: &mut Store<HostState>,
-        c: &CitusConfig,
-        name: &str,
-        url: &str,
-    ) -> R<ResourceAny>;
-    fn import_state(
-        &self,
-        s: &mut Store<HostState>,
-        state: &[u8],
-    ) -> R<Result<ResourceAny, String>>;
-    fn export_state(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u8>>;
-    /// The JSON state (contract 0.3.0 and later; None before, where `export_state` is JSON).
-    fn export_state_json(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Vec<u8>>>;
-    fn heartbeat(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-        v: &ClusterView,
-    ) -> R<()>;
-    fn event(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-        v: &ClusterView,
-        body: &str,
-    ) -> R<Result<EventOutcome, InvalidInput>>;
-    fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
-    fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
-    fn poll_statement(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-    ) -> R<Option<Statement>>;
-    fn handle_result(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-        r: StatementResult,
-    ) -> R<()>;
-    fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>>;
-    fn poll_completed(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u64>>;
-    fn metrics(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Metrics>>;
-
-    /// Whether this contract has the packed view and statement batches (0.3.0 and later); the
-    /// four calls below answer `None` when it does not.
-    fn has_batches(&self) -> bool;
-    fn heartbeat_packed(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-        v: PackedView<'_>,
-    ) -> R<Option<Result<(), InvalidInput>>>;
-    fn event_packed(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-        v: PackedView<'_>,
-        body: &str,
-    ) -> R<Option<Result<EventOutcome, InvalidInput>>>;
-    fn poll_statements(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-    ) -> R<Option<Vec<Statement>>>;
-    fn handle_results(
-        &self,
-        s: &mut Store<HostState>,
-        h: ResourceAny,
-        now: u64,
-        r: Vec<StatementResult>,
-    ) -> R<Option<()>>;
-}
-
-/// A component linked and ready to instantiate against one contract version.
-pub(crate) trait ContractPre: Send + Sync {
-    fn instantiate(&self, s: &mut Store<HostState>) -> R<Box<dyn ContractApi>>;
-}
 
 /// The DCS view as the contract's `cluster-view` record, borrowing the host's strings: lowered
 /// straight from the native `ClusterView` into the guest's memory, with no copy of any string
@@ -291,7 +175,7 @@ fn view_exports(
 }
 
 macro_rules! contract {
-    ($module:ident, $path:literal, $iface:literal, $($metrics:ident)?) => {
+    ($module:ident, $path:literal, $iface:literal, hot: $hot:ident, $($metrics:ident)?) => {
         pub(crate) mod $module {
             use super::*;
             wasmtime::component::bindgen!({
@@ -370,7 +254,7 @@ macro_rules! contract {
                         Some(i) => Some(instance.get_func(&mut *s, i).ok_or_else(missing)?.typed(&*s)?),
                         None => None,
                     };
-                    Ok(Box::new(Api { bindings, heartbeat, event, batches, export_json }))
+                    Ok(Box::new(Api { bindings, heartbeat, event, batches, export_json, packer: Packer::default() }))
                 }
             }
 
@@ -381,6 +265,8 @@ macro_rules! contract {
                 event: Func,
                 batches: Option<Batches>,
                 export_json: Option<TypedFunc<(ResourceAny,), (Vec<u8>,)>>,
+                /// Heartbeat views for the packed call (its marks refer to the previous view).
+                packer: Packer,
             }
 
             type PackedHeartbeatResults = (Result<(), t::InvalidInput>,);
@@ -546,13 +432,59 @@ macro_rules! contract {
                     let Some(f) = &self.export_json else { return Ok(None) };
                     Ok(Some(f.call(&mut *s, (h,))?.0))
                 }
-                fn heartbeat(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
+                fn heartbeat(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
+                    contract!(@heartbeat $hot self, s, h, now, v)
+                }
+                fn event(
+                    &self,
+                    s: &mut Store<HostState>,
+                    h: ResourceAny,
+                    now: u64,
+                    v: &ClusterView,
+                    body: &str,
+                ) -> R<Result<EventOutcome, InvalidInput>> {
+                    contract!(@event $hot self, s, h, now, v, body)
+                }
+                fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
+                    self.p().handler().call_schedule_reload(s, h)
+                }
+                fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
+                    self.p().handler().call_handle_demote(s, h)
+                }
+                fn poll_statements(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Vec<Statement>> {
+                    contract!(@poll $hot self, s, h, now)
+                }
+                fn handle_results(
+                    &mut self,
+                    s: &mut Store<HostState>,
+                    h: ResourceAny,
+                    now: u64,
+                    r: Vec<StatementResult>,
+                ) -> R<()> {
+                    contract!(@results $hot self, s, h, now, r)
+                }
+                fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>> {
+                    self.p().handler().call_poll_timeout(s, h)
+                }
+                fn poll_completed(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u64>> {
+                    self.p().handler().call_poll_completed(s, h)
+                }
+                fn metrics(&self, _s: &mut Store<HostState>, _h: ResourceAny) -> R<Option<Metrics>> {
+                    contract!(@metrics self, _s, _h, $($metrics)?)
+                }
+            }
+
+            /// The hot paths as this version shapes them; the template picks one per version.
+            #[allow(dead_code)]
+            impl Api {
+                /// The view as records, lowered from the host's strings in place.
+                fn records_heartbeat(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
                     // SAFETY: the function's type was checked with these parameter types (up to
                     // lifetimes) when the instance was created.
                     let f = unsafe { TypedFunc::<HeartbeatParams<'_>, ()>::new_unchecked(self.heartbeat) };
                     with_view(v, |view| f.call(&mut *s, (h, now, view)))
                 }
-                fn event(
+                fn records_event(
                     &self,
                     s: &mut Store<HostState>,
                     h: ResourceAny,
@@ -567,79 +499,75 @@ macro_rules! contract {
                     let (r,) = with_view(v, |view| f.call(&mut *s, (h, now, view, body)))?;
                     Ok(r.map_err(invalid).map(outcome))
                 }
-                fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
-                    self.p().handler().call_schedule_reload(s, h)
+                fn one_statement(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Vec<Statement>> {
+                    Ok(self.p().handler().call_poll_statement(s, h, now)?.map(statement).into_iter().collect())
                 }
-                fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
-                    self.p().handler().call_handle_demote(s, h)
+                fn one_result_at_a_time(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, r: Vec<StatementResult>) -> R<()> {
+                    for r in r {
+                        self.p().handler().call_handle_result(&mut *s, h, now, &wit_result(r))?;
+                    }
+                    Ok(())
                 }
-                fn poll_statement(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Option<Statement>> {
-                    Ok(self.p().handler().call_poll_statement(s, h, now)?.map(statement))
+                fn batches(&self) -> R<&Batches> {
+                    self.batches.as_ref().ok_or_else(|| wasmtime::format_err!("the component lacks the packed-view and batch calls of its contract"))
                 }
-                fn handle_result(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, r: StatementResult) -> R<()> {
-                    self.p().handler().call_handle_result(s, h, now, &wit_result(r))
-                }
-                fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>> {
-                    self.p().handler().call_poll_timeout(s, h)
-                }
-                fn poll_completed(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u64>> {
-                    self.p().handler().call_poll_completed(s, h)
-                }
-                fn metrics(&self, _s: &mut Store<HostState>, _h: ResourceAny) -> R<Option<Metrics>> {
-                    contract!(@metrics self, _s, _h, $($metrics)?)
-                }
-                fn has_batches(&self) -> bool {
-                    self.batches.is_some()
-                }
-                fn heartbeat_packed(
-                    &self,
-                    s: &mut Store<HostState>,
-                    h: ResourceAny,
-                    now: u64,
-                    v: PackedView<'_>,
-                ) -> R<Option<Result<(), InvalidInput>>> {
-                    let Some(b) = &self.batches else { return Ok(None) };
+                /// The view packed, with unchanged marks relative to the last one; a build that
+                /// refuses the packing gets the view as records, which every version takes.
+                fn packed_heartbeat(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
+                    let hb = self.batches()?.heartbeat;
                     // SAFETY: the type was checked at instantiation (up to lifetimes).
-                    let f = unsafe { TypedFunc::<PackedHeartbeatParams<'_>, PackedHeartbeatResults>::new_unchecked(b.heartbeat) };
-                    let view = PackedViewRef { seq: v.seq, base: v.base, bytes: v.bytes };
-                    let (r,) = f.call(&mut *s, (h, now, &view))?;
-                    Ok(Some(r.map_err(invalid)))
+                    let f = unsafe { TypedFunc::<PackedHeartbeatParams<'_>, PackedHeartbeatResults>::new_unchecked(hb) };
+                    let packed = self.packer.pack(v);
+                    let view = PackedViewRef { seq: packed.seq, base: packed.base, bytes: packed.bytes };
+                    match f.call(&mut *s, (h, now, &view)) {
+                        Ok((Ok(()),)) => Ok(()),
+                        Ok((Err(e),)) => {
+                            tracing::error!("packed view refused ({}); sending it as records", invalid(e));
+                            self.packer.reset();
+                            self.records_heartbeat(s, h, now, v)
+                        }
+                        Err(e) => {
+                            self.packer.reset();
+                            Err(e)
+                        }
+                    }
                 }
-                fn event_packed(
+                fn packed_event(
                     &self,
                     s: &mut Store<HostState>,
                     h: ResourceAny,
                     now: u64,
-                    v: PackedView<'_>,
+                    v: &ClusterView,
                     body: &str,
-                ) -> R<Option<Result<EventOutcome, InvalidInput>>> {
-                    let Some(b) = &self.batches else { return Ok(None) };
+                ) -> R<Result<EventOutcome, InvalidInput>> {
+                    let ev = self.batches()?.event;
                     // SAFETY: the type was checked at instantiation (up to lifetimes).
-                    let f = unsafe { TypedFunc::<PackedEventParams<'_>, EventResults>::new_unchecked(b.event) };
-                    let view = PackedViewRef { seq: v.seq, base: v.base, bytes: v.bytes };
+                    let f = unsafe { TypedFunc::<PackedEventParams<'_>, EventResults>::new_unchecked(ev) };
+                    let bytes = citus_ha_policy::packed_view::pack_once(v);
+                    let view = PackedViewRef { seq: 0, base: None, bytes: &bytes };
                     let (r,) = f.call(&mut *s, (h, now, &view, body))?;
-                    Ok(Some(r.map_err(invalid).map(outcome)))
+                    Ok(r.map_err(invalid).map(outcome))
                 }
-                fn poll_statements(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Option<Vec<Statement>>> {
-                    let Some(b) = &self.batches else { return Ok(None) };
-                    let (list,) = b.poll.call(&mut *s, (h, now))?;
-                    Ok(Some(list.into_iter().map(statement).collect()))
+                fn batch_poll(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Vec<Statement>> {
+                    let (list,) = self.batches()?.poll.call(&mut *s, (h, now))?;
+                    Ok(list.into_iter().map(statement).collect())
                 }
-                fn handle_results(
-                    &self,
-                    s: &mut Store<HostState>,
-                    h: ResourceAny,
-                    now: u64,
-                    r: Vec<StatementResult>,
-                ) -> R<Option<()>> {
-                    let Some(b) = &self.batches else { return Ok(None) };
+                fn batch_results(&self, s: &mut Store<HostState>, h: ResourceAny, now: u64, r: Vec<StatementResult>) -> R<()> {
                     let r: Vec<t::StatementResult> = r.into_iter().map(wit_result).collect();
-                    b.results.call(&mut *s, (h, now, r))?;
-                    Ok(Some(()))
+                    self.batches()?.results.call(&mut *s, (h, now, r))?;
+                    Ok(())
                 }
             }
         }
     };
+    (@heartbeat records $a:ident, $s:ident, $h:ident, $now:ident, $v:ident) => { $a.records_heartbeat($s, $h, $now, $v) };
+    (@heartbeat packed $a:ident, $s:ident, $h:ident, $now:ident, $v:ident) => { $a.packed_heartbeat($s, $h, $now, $v) };
+    (@event records $a:ident, $s:ident, $h:ident, $now:ident, $v:ident, $b:ident) => { $a.records_event($s, $h, $now, $v, $b) };
+    (@event packed $a:ident, $s:ident, $h:ident, $now:ident, $v:ident, $b:ident) => { $a.packed_event($s, $h, $now, $v, $b) };
+    (@poll records $a:ident, $s:ident, $h:ident, $now:ident) => { $a.one_statement($s, $h, $now) };
+    (@poll packed $a:ident, $s:ident, $h:ident, $now:ident) => { $a.batch_poll($s, $h, $now) };
+    (@results records $a:ident, $s:ident, $h:ident, $now:ident, $r:ident) => { $a.one_result_at_a_time($s, $h, $now, $r) };
+    (@results packed $a:ident, $s:ident, $h:ident, $now:ident, $r:ident) => { $a.batch_results($s, $h, $now, $r) };
     (@metrics $self:ident, $s:ident, $h:ident, metrics) => {{
         let m = $self.p().handler().call_metrics($s, $h)?;
         Ok(Some(Metrics {
@@ -660,24 +588,19 @@ contract!(
     since_v0_1_0,
     "../wit/since_v0.1.0",
     "citus-ha:policy/policy@0.1.0",
+    hot: records,
 );
 contract!(
     since_v0_2_0,
     "../wit/since_v0.2.0",
     "citus-ha:policy/policy@0.2.0",
+    hot: records,
     metrics
 );
 contract!(
     since_v0_3_0,
     "../wit/since_v0.3.0",
     "citus-ha:policy/policy@0.3.0",
+    hot: packed,
     metrics
 );
-
-/// Contract versions this host runs, newest first: (export name, linker).
-pub(crate) type LinkFn = fn(&mut Linker<HostState>, &Component) -> R<Box<dyn ContractPre>>;
-pub(crate) const SUPPORTED: &[(&str, LinkFn)] = &[
-    ("citus-ha:policy/policy@0.3.0", since_v0_3_0::link),
-    ("citus-ha:policy/policy@0.2.0", since_v0_2_0::link),
-    ("citus-ha:policy/policy@0.1.0", since_v0_1_0::link),
-];

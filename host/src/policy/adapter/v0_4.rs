@@ -1,0 +1,310 @@
+//! The adapter of contract 0.4.0: the view goes in as text (flagged against the previous view
+//! by this adapter's writer), statements come out and results go in as JSON Lines, the state
+//! crosses as a string (the compact format in base64).
+
+use super::{ContractApi, ContractPre, R};
+use crate::policy::wasm::HostState;
+use base64::Engine as _;
+use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
+use citus_ha_policy::dcs::ClusterView;
+use citus_ha_policy::handler::Metrics;
+use citus_ha_policy::slots::ReplicationSlot;
+use citus_ha_policy::view_text::{self, ViewWriter};
+use citus_ha_policy::{wire, CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::Store;
+
+wasmtime::component::bindgen!({
+    path: "../wit/since_v0.4.0",
+    world: "policy-component",
+});
+
+use self::citus_ha::policy::types as t;
+use self::exports::citus_ha::policy::policy as p;
+
+impl self::citus_ha::policy::host::Host for HostState {
+    fn log(&mut self, level: t::Level, message: String) {
+        use citus_ha_policy::handler::Level;
+        let level = match level {
+            t::Level::Debug => Level::Debug,
+            t::Level::Info => Level::Info,
+            t::Level::Warn => Level::Warn,
+            t::Level::Error => Level::Error,
+        };
+        HostState::log(self, level, &message);
+    }
+}
+impl t::Host for HostState {}
+
+struct Pre(PolicyComponentPre<HostState>);
+
+pub(crate) fn link(
+    linker: &mut Linker<HostState>,
+    component: &Component,
+) -> R<Box<dyn ContractPre>> {
+    PolicyComponent::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+        linker,
+        |s| s,
+    )?;
+    Ok(Box::new(Pre(PolicyComponentPre::new(
+        linker.instantiate_pre(component)?,
+    )?)))
+}
+
+impl ContractPre for Pre {
+    fn instantiate(&self, s: &mut Store<HostState>) -> R<Box<dyn ContractApi>> {
+        Ok(Box::new(Api {
+            bindings: self.0.instantiate(s)?,
+            writer: ViewWriter::new(),
+            next: None,
+        }))
+    }
+}
+
+struct Api {
+    bindings: PolicyComponent,
+    /// Heartbeat views (their flags refer to the previous heartbeat's view).
+    writer: ViewWriter,
+    /// The batch `handle-results` answered with: the policy issued it, so the next
+    /// `poll_statements` hands it out.
+    next: Option<Vec<Statement>>,
+}
+
+impl Api {
+    fn p(&self) -> &p::Guest {
+        self.bindings.citus_ha_policy_policy()
+    }
+}
+
+fn cfg(c: &CitusConfig) -> t::CitusConfig {
+    t::CitusConfig {
+        group: c.group,
+        database: c.database.clone(),
+    }
+}
+
+fn invalid(e: t::InvalidInput) -> InvalidInput {
+    InvalidInput {
+        field: e.field,
+        reason: e.reason,
+    }
+}
+
+/// Text the guest wrote that the host cannot read is the guest's fault: a failed call.
+fn guest_text<T>(r: Result<T, InvalidInput>) -> R<T> {
+    r.map_err(|e| wasmtime::format_err!("the policy wrote {e}"))
+}
+
+impl ContractApi for Api {
+    fn version(&self, s: &mut Store<HostState>) -> R<String> {
+        self.p().call_policy_version(s)
+    }
+    fn validate_config(
+        &self,
+        s: &mut Store<HostState>,
+        j: &str,
+    ) -> R<Result<CitusConfig, InvalidInput>> {
+        Ok(self
+            .p()
+            .call_validate_config(s, j)?
+            .map(|c| CitusConfig {
+                group: c.group,
+                database: c.database,
+            })
+            .map_err(invalid))
+    }
+    fn adjust_gucs(
+        &self,
+        s: &mut Store<HostState>,
+        params: &[(String, String)],
+        h: Option<&str>,
+    ) -> R<Result<Vec<(String, String)>, InvalidInput>> {
+        Ok(self.p().call_adjust_gucs(s, params, h)?.map_err(invalid))
+    }
+    fn keep_slot(
+        &self,
+        s: &mut Store<HostState>,
+        c: &CitusConfig,
+        primary: bool,
+        slot: &ReplicationSlot,
+    ) -> R<bool> {
+        let slot = t::ReplicationSlot {
+            name: slot.name.clone(),
+            slot_type: slot.slot_type.clone(),
+            database: slot.database.clone(),
+            plugin: slot.plugin.clone(),
+        };
+        self.p()
+            .call_keep_replication_slot(s, &cfg(c), primary, &slot)
+    }
+    fn bootstrap_plan(
+        &self,
+        s: &mut Store<HostState>,
+        c: &CitusConfig,
+        db: &str,
+        auth: &SuperuserAuth,
+        url: Option<&str>,
+    ) -> R<Result<Vec<BootstrapStep>, InvalidInput>> {
+        let auth = t::SuperuserAuth {
+            password: auth.password.clone(),
+            sslcert: auth.sslcert.clone(),
+            sslkey: auth.sslkey.clone(),
+        };
+        let r = self.p().call_bootstrap_plan(s, &cfg(c), db, &auth, url)?;
+        Ok(r.map_err(invalid).map(|steps| {
+            steps
+                .into_iter()
+                .map(|st| match st {
+                    t::BootstrapStep::CreateDatabase(d) => BootstrapStep::CreateDatabase(d),
+                    t::BootstrapStep::CreateExtension => BootstrapStep::CreateExtension,
+                    t::BootstrapStep::InsertAuthinfo(a) => BootstrapStep::InsertAuthinfo(a),
+                    t::BootstrapStep::SetCoordinatorHost((h, port)) => {
+                        BootstrapStep::SetCoordinatorHost(citus_ha_policy::node::Address::new(
+                            h, port,
+                        ))
+                    }
+                })
+                .collect()
+        }))
+    }
+    fn new_handler(
+        &self,
+        s: &mut Store<HostState>,
+        c: &CitusConfig,
+        name: &str,
+        url: &str,
+    ) -> R<ResourceAny> {
+        self.p().handler().call_constructor(s, &cfg(c), name, url)
+    }
+    fn import_state(
+        &self,
+        s: &mut Store<HostState>,
+        state: &[u8],
+    ) -> R<Result<ResourceAny, String>> {
+        // JSON crosses as it is; the compact format as its base64.
+        let text = match std::str::from_utf8(state) {
+            Ok(json) if json.trim_start().starts_with('{') => json.to_string(),
+            _ => base64::engine::general_purpose::STANDARD.encode(state),
+        };
+        self.p().handler().call_import_state(s, &text)
+    }
+    fn export_state(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u8>> {
+        let text = self
+            .p()
+            .handler()
+            .call_export_state(s, h, p::StateFormat::Compact)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| wasmtime::format_err!("the policy's compact state is not base64: {e}"))
+    }
+    fn export_state_json(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Vec<u8>>> {
+        let text = self
+            .p()
+            .handler()
+            .call_export_state(s, h, p::StateFormat::Json)?;
+        Ok(Some(text.into_bytes()))
+    }
+    fn heartbeat(
+        &mut self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        v: &ClusterView,
+    ) -> R<()> {
+        let handler = self.bindings.citus_ha_policy_policy().handler();
+        let mut refused = None;
+        // Flags that the policy cannot trust are a host bug; once more with none, then give up.
+        for _ in 0..2 {
+            let text = self.writer.write(v);
+            match handler.call_handle_heartbeat(&mut *s, h, now, text) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        "the policy refused the view ({}); sending it again without marks",
+                        invalid(e.clone())
+                    );
+                    refused = Some(invalid(e));
+                    self.writer.reset();
+                }
+                Err(e) => {
+                    self.writer.reset();
+                    return Err(e);
+                }
+            }
+        }
+        Err(wasmtime::format_err!(
+            "the policy refused the view: {}",
+            refused.expect("refused twice")
+        ))
+    }
+    fn event(
+        &self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        v: &ClusterView,
+        body: &str,
+    ) -> R<Result<EventOutcome, InvalidInput>> {
+        let text = view_text::write_once(v);
+        let r = self
+            .p()
+            .handler()
+            .call_handle_event(s, h, now, &text, body)?;
+        Ok(r.map_err(invalid).map(|o| match o {
+            t::EventOutcome::Queued(tk) => EventOutcome::Queued(tk),
+            t::EventOutcome::Unchanged => EventOutcome::Unchanged,
+            t::EventOutcome::Discarded(why) => EventOutcome::Discarded(why),
+        }))
+    }
+    fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
+        self.p().handler().call_schedule_reload(s, h)
+    }
+    fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
+        self.p().handler().call_handle_demote(s, h)
+    }
+    fn poll_statements(
+        &mut self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+    ) -> R<Vec<Statement>> {
+        if let Some(next) = self.next.take() {
+            return Ok(next);
+        }
+        let text = self.p().handler().call_poll_statements(s, h, now)?;
+        guest_text(wire::read_statements(&text))
+    }
+    fn handle_results(
+        &mut self,
+        s: &mut Store<HostState>,
+        h: ResourceAny,
+        now: u64,
+        r: Vec<StatementResult>,
+    ) -> R<()> {
+        let mut text = String::with_capacity(64 * r.len());
+        wire::write_results(&r, &mut text);
+        let next = self
+            .p()
+            .handler()
+            .call_handle_results(s, h, now, &text)?
+            .map_err(|e| wasmtime::format_err!("the policy refused the results: {}", invalid(e)))?;
+        self.next = Some(guest_text(wire::read_statements(&next))?);
+        Ok(())
+    }
+    fn poll_timeout(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<u64>> {
+        self.p().handler().call_poll_timeout(s, h)
+    }
+    fn poll_completed(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Vec<u64>> {
+        self.p().handler().call_poll_completed(s, h)
+    }
+    fn metrics(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Metrics>> {
+        let m = self.p().handler().call_metrics(s, h)?;
+        Ok(Some(Metrics {
+            deadline_rollbacks: m.deadline_rollbacks,
+            statements: m.statements,
+            failed_statements: m.failed_statements,
+            sync_retries: m.sync_retries,
+            expired_events: m.expired_events,
+        }))
+    }
+}

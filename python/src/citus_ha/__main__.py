@@ -1,0 +1,24 @@
+"""`python -m citus_ha replay FILE [--db URL] [--policy W]` and `python -m citus_ha bench`."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if args and args[0] == "replay":
+        from .replay import main as replay
+
+        return replay(args[1:])
+    if args and args[0] == "bench":
+        from .bench import main as bench
+
+        return bench(args[1:])
+    sys.stderr.write("usage: python -m citus_ha replay FILE [--db URL] [--policy W]\n"
+                     "       python -m citus_ha bench [--quick] [--json]\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
