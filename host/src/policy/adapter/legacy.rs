@@ -185,18 +185,7 @@ macro_rules! contract {
             use self::citus_ha::policy::types as t;
             use self::exports::citus_ha::policy::policy as p;
 
-            impl self::citus_ha::policy::host::Host for HostState {
-                fn log(&mut self, level: t::Level, message: String) {
-                    let level = match level {
-                        t::Level::Debug => citus_ha_policy::handler::Level::Debug,
-                        t::Level::Info => citus_ha_policy::handler::Level::Info,
-                        t::Level::Warn => citus_ha_policy::handler::Level::Warn,
-                        t::Level::Error => citus_ha_policy::handler::Level::Error,
-                    };
-                    self.log(level, &message);
-                }
-            }
-            impl t::Host for HostState {}
+            shared_host_imports!();
 
             pub(crate) struct Pre {
                 pre: PolicyComponentPre<HostState>,
@@ -318,12 +307,7 @@ macro_rules! contract {
                 }
             }
 
-            fn cfg(c: &CitusConfig) -> t::CitusConfig {
-                t::CitusConfig { group: c.group, database: c.database.clone() }
-            }
-            fn invalid(e: t::InvalidInput) -> InvalidInput {
-                InvalidInput { field: e.field, reason: e.reason }
-            }
+            shared_conversions!();
             fn role(r: t::NodeRole) -> citus_ha_policy::node::NodeRole {
                 use citus_ha_policy::node::NodeRole as N;
                 match r {
@@ -364,61 +348,7 @@ macro_rules! contract {
             }
 
             impl ContractApi for Api {
-                fn version(&self, s: &mut Store<HostState>) -> R<String> {
-                    self.p().call_policy_version(s)
-                }
-                fn validate_config(&self, s: &mut Store<HostState>, j: &str) -> R<Result<CitusConfig, InvalidInput>> {
-                    Ok(self
-                        .p()
-                        .call_validate_config(s, j)?
-                        .map(|c| CitusConfig { group: c.group, database: c.database })
-                        .map_err(invalid))
-                }
-                fn adjust_gucs(
-                    &self,
-                    s: &mut Store<HostState>,
-                    params: &[(String, String)],
-                    h: Option<&str>,
-                ) -> R<Result<Vec<(String, String)>, InvalidInput>> {
-                    Ok(self.p().call_adjust_gucs(s, params, h)?.map_err(invalid))
-                }
-                fn keep_slot(&self, s: &mut Store<HostState>, c: &CitusConfig, primary: bool, slot: &ReplicationSlot) -> R<bool> {
-                    let slot = t::ReplicationSlot {
-                        name: slot.name.clone(),
-                        slot_type: slot.slot_type.clone(),
-                        database: slot.database.clone(),
-                        plugin: slot.plugin.clone(),
-                    };
-                    self.p().call_keep_replication_slot(s, &cfg(c), primary, &slot)
-                }
-                fn bootstrap_plan(
-                    &self,
-                    s: &mut Store<HostState>,
-                    c: &CitusConfig,
-                    db: &str,
-                    auth: &SuperuserAuth,
-                    url: Option<&str>,
-                ) -> R<Result<Vec<BootstrapStep>, InvalidInput>> {
-                    let auth = t::SuperuserAuth {
-                        password: auth.password.clone(),
-                        sslcert: auth.sslcert.clone(),
-                        sslkey: auth.sslkey.clone(),
-                    };
-                    let r = self.p().call_bootstrap_plan(s, &cfg(c), db, &auth, url)?;
-                    Ok(r.map_err(invalid).map(|steps| {
-                        steps
-                            .into_iter()
-                            .map(|st| match st {
-                                t::BootstrapStep::CreateDatabase(d) => BootstrapStep::CreateDatabase(d),
-                                t::BootstrapStep::CreateExtension => BootstrapStep::CreateExtension,
-                                t::BootstrapStep::InsertAuthinfo(a) => BootstrapStep::InsertAuthinfo(a),
-                                t::BootstrapStep::SetCoordinatorHost((h, port)) => {
-                                    BootstrapStep::SetCoordinatorHost(citus_ha_policy::node::Address::new(h, port))
-                                }
-                            })
-                            .collect()
-                    }))
-                }
+                shared_pure_functions!();
                 fn new_handler(&self, s: &mut Store<HostState>, c: &CitusConfig, name: &str, url: &str) -> R<ResourceAny> {
                     self.p().handler().call_constructor(s, &cfg(c), name, url)
                 }

@@ -22,19 +22,7 @@ wasmtime::component::bindgen!({
 use self::citus_ha::policy::types as t;
 use self::exports::citus_ha::policy::policy as p;
 
-impl self::citus_ha::policy::host::Host for HostState {
-    fn log(&mut self, level: t::Level, message: String) {
-        use citus_ha_policy::handler::Level;
-        let level = match level {
-            t::Level::Debug => Level::Debug,
-            t::Level::Info => Level::Info,
-            t::Level::Warn => Level::Warn,
-            t::Level::Error => Level::Error,
-        };
-        HostState::log(self, level, &message);
-    }
-}
-impl t::Host for HostState {}
+shared_host_imports!();
 
 struct Pre(PolicyComponentPre<HostState>);
 
@@ -76,19 +64,7 @@ impl Api {
     }
 }
 
-fn cfg(c: &CitusConfig) -> t::CitusConfig {
-    t::CitusConfig {
-        group: c.group,
-        database: c.database.clone(),
-    }
-}
-
-fn invalid(e: t::InvalidInput) -> InvalidInput {
-    InvalidInput {
-        field: e.field,
-        reason: e.reason,
-    }
-}
+shared_conversions!();
 
 /// Text the guest wrote that the host cannot read is the guest's fault: a failed call.
 fn guest_text<T>(r: Result<T, InvalidInput>) -> R<T> {
@@ -96,77 +72,7 @@ fn guest_text<T>(r: Result<T, InvalidInput>) -> R<T> {
 }
 
 impl ContractApi for Api {
-    fn version(&self, s: &mut Store<HostState>) -> R<String> {
-        self.p().call_policy_version(s)
-    }
-    fn validate_config(
-        &self,
-        s: &mut Store<HostState>,
-        j: &str,
-    ) -> R<Result<CitusConfig, InvalidInput>> {
-        Ok(self
-            .p()
-            .call_validate_config(s, j)?
-            .map(|c| CitusConfig {
-                group: c.group,
-                database: c.database,
-            })
-            .map_err(invalid))
-    }
-    fn adjust_gucs(
-        &self,
-        s: &mut Store<HostState>,
-        params: &[(String, String)],
-        h: Option<&str>,
-    ) -> R<Result<Vec<(String, String)>, InvalidInput>> {
-        Ok(self.p().call_adjust_gucs(s, params, h)?.map_err(invalid))
-    }
-    fn keep_slot(
-        &self,
-        s: &mut Store<HostState>,
-        c: &CitusConfig,
-        primary: bool,
-        slot: &ReplicationSlot,
-    ) -> R<bool> {
-        let slot = t::ReplicationSlot {
-            name: slot.name.clone(),
-            slot_type: slot.slot_type.clone(),
-            database: slot.database.clone(),
-            plugin: slot.plugin.clone(),
-        };
-        self.p()
-            .call_keep_replication_slot(s, &cfg(c), primary, &slot)
-    }
-    fn bootstrap_plan(
-        &self,
-        s: &mut Store<HostState>,
-        c: &CitusConfig,
-        db: &str,
-        auth: &SuperuserAuth,
-        url: Option<&str>,
-    ) -> R<Result<Vec<BootstrapStep>, InvalidInput>> {
-        let auth = t::SuperuserAuth {
-            password: auth.password.clone(),
-            sslcert: auth.sslcert.clone(),
-            sslkey: auth.sslkey.clone(),
-        };
-        let r = self.p().call_bootstrap_plan(s, &cfg(c), db, &auth, url)?;
-        Ok(r.map_err(invalid).map(|steps| {
-            steps
-                .into_iter()
-                .map(|st| match st {
-                    t::BootstrapStep::CreateDatabase(d) => BootstrapStep::CreateDatabase(d),
-                    t::BootstrapStep::CreateExtension => BootstrapStep::CreateExtension,
-                    t::BootstrapStep::InsertAuthinfo(a) => BootstrapStep::InsertAuthinfo(a),
-                    t::BootstrapStep::SetCoordinatorHost((h, port)) => {
-                        BootstrapStep::SetCoordinatorHost(citus_ha_policy::node::Address::new(
-                            h, port,
-                        ))
-                    }
-                })
-                .collect()
-        }))
-    }
+    shared_pure_functions!();
     fn new_handler(
         &self,
         s: &mut Store<HostState>,
