@@ -291,13 +291,6 @@ fn answer(code: StatusCode, body: Value) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn stopping() -> Response {
-    answer(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({"status": "error", "reason": "the service is stopping"}),
-    )
-}
-
 /// `POST /citus` and `POST /mpp`.
 async fn event(State(st): State<AppState>, req: Request) -> Response {
     let body = match read_body(req, EVENT_BODY_LIMIT, st.body_read).await {
@@ -305,33 +298,29 @@ async fn event(State(st): State<AppState>, req: Request) -> Response {
         Err(r) => return r,
     };
     let mut clamped = None;
-    let r = handle_event(&st, &body, &mut clamped).await;
-    match clamped {
-        None => r,
-        Some(asked) => {
-            let note = json!({"asked_timeout_s": asked, "max_pause_s": st.max_pause.as_secs_f64(),
-                              "reason": "a pause may last at most max_pause"});
-            with_field(r, "timeout_clamped", note).await
-        }
+    let Answer(code, mut v) = handle_event(&st, &body, &mut clamped).await;
+    if let Some(asked) = clamped {
+        v["timeout_clamped"] = json!({"asked_timeout_s": asked, "max_pause_s": st.max_pause.as_secs_f64(),
+                                      "reason": "a pause may last at most max_pause"});
+    }
+    answer(code, v)
+}
+
+/// An event's answer before it becomes a response: its status and JSON body.
+struct Answer(StatusCode, Value);
+
+impl Answer {
+    fn stopping() -> Self {
+        Answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "error", "reason": "the service is stopping"}),
+        )
     }
 }
 
-/// `r` (a JSON object answer) with one more field.
-async fn with_field(r: Response, key: &str, value: Value) -> Response {
-    let (parts, body) = r.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, EVENT_BODY_LIMIT).await else {
-        return Response::from_parts(parts, axum::body::Body::empty());
-    };
-    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
-    if let Some(o) = v.as_object_mut() {
-        o.insert(key.to_string(), value);
-    }
-    (parts.status, Json(v)).into_response()
-}
-
-async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) -> Response {
+async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) -> Answer {
     let Ok(text) = std::str::from_utf8(body) else {
-        return answer(
+        return Answer(
             StatusCode::BAD_REQUEST,
             json!({"status": "invalid", "field": "event", "reason": "the body is not UTF-8"}),
         );
@@ -339,7 +328,7 @@ async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) ->
     let mut value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            return answer(
+            return Answer(
                 StatusCode::BAD_REQUEST,
                 json!({"status": "invalid", "field": "event", "reason": format!("not valid JSON: {e}")}),
             )
@@ -388,16 +377,16 @@ async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) ->
     });
     match tokio::time::timeout_at(deadline, sent).await {
         Err(_) => {
-            return answer(
+            return Answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"status": "busy", "reason": "the agent did not take the event in time"}),
             )
         }
-        Ok(Err(_)) => return stopping(),
+        Ok(Err(_)) => return Answer::stopping(),
         Ok(Ok(())) => {}
     }
     let timed_out = |ticket: Option<u64>| {
-        answer(
+        Answer(
             StatusCode::OK,
             json!({"status": "timeout", "ticket": ticket,
                    "reason": format!("not done within {} s", timeout.as_secs_f64())}),
@@ -405,46 +394,46 @@ async fn handle_event(st: &AppState, body: &Bytes, clamped: &mut Option<f64>) ->
     };
     let first = match tokio::time::timeout_at(deadline, rx).await {
         Err(_) => return timed_out(None),
-        Ok(Err(_)) => return stopping(),
+        Ok(Err(_)) => return Answer::stopping(),
         Ok(Ok(a)) => a,
     };
     match first {
-        EventAnswer::Invalid(e) => answer(
+        EventAnswer::Invalid(e) => Answer(
             StatusCode::BAD_REQUEST,
             json!({"status": "invalid", "field": e.field, "reason": e.reason}),
         ),
-        EventAnswer::Ignored(reason) => answer(
+        EventAnswer::Ignored(reason) => Answer(
             StatusCode::OK,
             json!({"status": "ignored", "reason": reason}),
         ),
-        EventAnswer::Discarded(reason) => answer(
+        EventAnswer::Discarded(reason) => Answer(
             StatusCode::OK,
             json!({"status": "discarded", "reason": reason}),
         ),
-        EventAnswer::Unchanged => answer(StatusCode::OK, json!({"status": "unchanged"})),
-        EventAnswer::Queued(ticket) => answer(
+        EventAnswer::Unchanged => Answer(StatusCode::OK, json!({"status": "unchanged"})),
+        EventAnswer::Queued(ticket) => Answer(
             StatusCode::OK,
             json!({"status": "queued", "ticket": ticket}),
         ),
-        EventAnswer::Error(reason) => answer(
+        EventAnswer::Error(reason) => Answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"status": "error", "reason": reason}),
         ),
         EventAnswer::Waiting(ticket, done) => match tokio::time::timeout_at(deadline, done).await {
             Err(_) => timed_out(Some(ticket)),
-            Ok(Err(_)) => answer(
+            Ok(Err(_)) => Answer(
                 StatusCode::OK,
                 json!({"status": "discarded", "ticket": ticket, "reason": "the service dropped the request"}),
             ),
-            Ok(Ok(Completion::Paused)) => answer(
+            Ok(Ok(Completion::Paused)) => Answer(
                 StatusCode::OK,
                 json!({"status": "paused", "ticket": ticket}),
             ),
-            Ok(Ok(Completion::Failed(reason))) => answer(
+            Ok(Ok(Completion::Failed(reason))) => Answer(
                 StatusCode::OK,
                 json!({"status": "failed", "ticket": ticket, "reason": reason}),
             ),
-            Ok(Ok(Completion::Discarded(reason))) => answer(
+            Ok(Ok(Completion::Discarded(reason))) => Answer(
                 StatusCode::OK,
                 json!({"status": "discarded", "ticket": ticket, "reason": reason}),
             ),
