@@ -173,7 +173,8 @@ class Owner:
         self._waiters: Dict[int, _Waiter] = {}
         self._last_heartbeat: Optional[float] = None
         self._stale = False
-        self._idle = threading.Event()
+        #: True while the owner waits for input (under `_cond`).
+        self._waiting = False
 
     # ----- any thread ---------------------------------------------------------------------
 
@@ -234,17 +235,15 @@ class Owner:
             thread.join(timeout)
 
     def wait_idle(self, timeout: float) -> bool:
-        """True once the owner has nothing left to do (tests, the bench)."""
+        """True once the owner waits with nothing left to do (tests, the bench); polls."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             with self._cond:
-                pending = bool(self._inbox) or self._heartbeat is not None
-                self._idle.clear()
-            if not pending and self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
-                with self._cond:
-                    if not self._inbox and self._heartbeat is None:
-                        return True
-        return False
+                if self._waiting and not self._inbox and self._heartbeat is None:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def _put(self, message: _Message, reply: Reply[Any]) -> None:
         with self._cond:
@@ -326,8 +325,9 @@ class Owner:
                 left = wake - self._clock()
                 if left <= 0:
                     break
-                self._idle.set()
+                self._waiting = True
                 self._cond.wait(left)
+                self._waiting = False
             messages = list(self._inbox)
             self._inbox.clear()
             heartbeat, self._heartbeat = self._heartbeat, None
@@ -424,7 +424,8 @@ class Owner:
 
     def _turn(self) -> None:
         h = self._handler
-        if h is None or self.session is None:
+        # Only while heartbeats come: not before the first, after a demote or when they stopped.
+        if h is None or self.session is None or self._last_heartbeat is None or self._stale:
             return
         ran = False
         try:
