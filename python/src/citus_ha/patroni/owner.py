@@ -146,6 +146,9 @@ class OwnerStats:
     statements: int = 0
     traps: int = 0
     stale_resets: int = 0
+    #: Owner-thread time (s) of the last heartbeat: writing the view, the policy's call and
+    #: the turn it called for.
+    last_heartbeat_seconds: float = 0.0
     errors: List[str] = field(default_factory=list)
 
 
@@ -372,8 +375,12 @@ class Owner:
                     return False
                 self._apply(m)
             if heartbeat is not None:
+                t = time.perf_counter()
                 self._apply_heartbeat(heartbeat)
-            self._turn()
+                self._turn()
+                self.stats.last_heartbeat_seconds = time.perf_counter() - t
+            else:
+                self._turn()
             self._expire()
         return True
 
