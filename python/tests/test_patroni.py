@@ -313,7 +313,7 @@ def test_heartbeat_registers_every_group_on_patronis_citus_connection(coordinato
     h.sync_meta_data(world())
     idle(h)
     assert pg.connection_pool.asked == [("citus", {
-        "dbname": "citus",
+        "dbname": "citus", "connect_timeout": 10,
         "options": "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=0"})]
     assert conn.sql() == ["SELECT nodeid, groupid, nodename, nodeport, noderole::text FROM "
                           "pg_catalog.pg_dist_node ORDER BY nodeid", "citus_add_node", "BEGIN",

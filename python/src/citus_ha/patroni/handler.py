@@ -121,9 +121,12 @@ class CitusHandler(Citus, AbstractMPPHandler):
 
     def _session(self, timing: Timing) -> PatroniSession:
         # Patroni's own pooled connection, as the reference handler gets it: Patroni's
-        # connection parameters (kept current on reload) and the Citus database.
+        # connection parameters (kept current on reload) and the Citus database. Connecting
+        # waits at most retry_timeout, a statement at most ttl; an open pause has no limit
+        # but the policy's deadline.
         conn = self._postgresql.connection_pool.get(POOL_NAME, {
             "dbname": self.citus.database,
+            "connect_timeout": max(1, int(timing.retry_timeout)),
             "options": f"-c statement_timeout={int(timing.ttl * 1000)} "
                        "-c idle_in_transaction_session_timeout=0"})
         return PatroniSession(conn, int(timing.ttl * 1000))
