@@ -41,7 +41,7 @@ from ..policy import (
 from .dcs_view import cluster_bodies
 from .owner import Owner, OwnerTimeout, OwnerUnavailable, Timing, wait_bound
 from .section import CitusSection, CitusSectionError, read_section
-from .session import POOL_NAME, PatroniSession
+from .session import POOL_NAME, PatroniSession, sqlstate
 
 if TYPE_CHECKING:  # pragma: no cover
     from patroni.dcs import Cluster
@@ -285,14 +285,14 @@ def _run_bootstrap(steps: List[BootstrapStep], conn_kwargs: Dict[str, Any],
         conn = sql.connect(**conn_kwargs)
         try:
             with conn.cursor() as cur:
-                for s in creates:
+                for create in creates:
                     # An identifier cannot be a bound parameter: the driver quotes it.
                     try:
-                        cur.execute(f"CREATE DATABASE {sql.quote_ident(s.name, conn)}")
+                        cur.execute(f"CREATE DATABASE {sql.quote_ident(create.name, conn)}")
                     except Exception as e:
-                        if _sqlstate(e) != "42P04":  # duplicate_database: it exists already
+                        if sqlstate(e) != "42P04":  # duplicate_database: it exists already
                             raise
-                        log.debug("database %s exists already", s.name)
+                        log.debug("database %s exists already", create.name)
         finally:
             conn.close()
     if not rest:
@@ -312,11 +312,3 @@ def _run_bootstrap(steps: List[BootstrapStep], conn_kwargs: Dict[str, Any],
     finally:
         conn.close()
 
-
-def _sqlstate(e: BaseException) -> Optional[str]:
-    for attr in ("sqlstate", "pgcode"):
-        v = getattr(e, attr, None)
-        if isinstance(v, str):
-            return v
-    v = getattr(getattr(e, "diag", None), "sqlstate", None)
-    return v if isinstance(v, str) else None
