@@ -434,10 +434,16 @@ def test_before_demote_waits_no_longer_than_its_timeout(coordinator: Any) -> Non
 def test_events_before_the_first_heartbeat_are_discarded(coordinator: Any,
                                                          caplog: Any) -> None:
     h, conn, _ = coordinator
+    # Patroni asked for GUCs already (the policy is loaded), but nothing leads yet.
+    h.adjust_postgres_gucs({"max_connections": 100, "max_prepared_transactions": 0})
+    h.schedule_cache_rebuild()
+    h.on_demote()
+    t = time.monotonic()
     with caplog.at_level(logging.INFO, logger="citus_ha.patroni"):
         h.handle_event(world(), {"type": "before_demote", "group": 1, "leader": "w1a",
                                  "timeout": 30, "cooldown": 10})
-    assert "Discarding event" in caplog.text and conn.log == []
+    assert time.monotonic() - t < 1
+    assert "Discarding event" in caplog.text and conn.log == [] and not h.owner.running
 
 
 def test_on_demote_drops_the_session_and_its_pause(coordinator: Any) -> None:

@@ -186,7 +186,7 @@ class CitusHandler(Citus, AbstractMPPHandler):
         if not self.is_coordinator():
             return
         owner = self._owner
-        if owner is None:
+        if owner is None or not owner.running:
             log.info("Discarding event %s: no heartbeat handed over yet", event)
             return
         wait = wait_bound(event, owner.timing.ttl)

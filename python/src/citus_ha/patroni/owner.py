@@ -216,16 +216,27 @@ class Owner:
         self._put(_Event(view, body, reply, wait), reply)
         return reply
 
+    @property
+    def running(self) -> bool:
+        """True once the owner thread was started (by the first heartbeat)."""
+        return self._thread is not None
+
     def demote(self) -> None:
-        """This coordinator stops leading: the session and every pending view are dropped."""
+        """This coordinator stops leading: the session and every pending view are dropped.
+        (Before the owner thread runs there is nothing to drop.)"""
         with self._cond:
+            if self._thread is None:
+                return
             self._heartbeat = None
             self._inbox.append(_Demote())
             self._cond.notify()
 
     def reload(self) -> None:
-        """pg_dist_node must be read again before the next decision."""
+        """pg_dist_node must be read again before the next decision (a state machine not
+        started yet reads it first anyway)."""
         with self._cond:
+            if self._thread is None:
+                return
             self._inbox.append(_Reload())
             self._cond.notify()
 
@@ -400,6 +411,7 @@ class Owner:
                 m.reply.fail(e)
                 return
             except InvalidInput as e:
+                log.warning("event %s refused: %s", m.body, e)
                 m.reply.fail(e)
                 return
             if isinstance(outcome, Queued):
