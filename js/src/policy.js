@@ -74,6 +74,9 @@ export class Policy {
     this.modules = modules;
     /** @type {Promise<Sandbox> | null} */
     this.functions = null;
+    /** Idle workers of closed handlers, reused (with a fresh instance) by the next one. @type {Sandbox[]} */
+    this.idle = [];
+    this.closed = false;
   }
 
   /**
@@ -131,9 +134,27 @@ export class Policy {
 
   get label() { return `${this.contract}@${this.sha256.slice(0, 12)}`; }
 
-  /** A fresh instance in its own worker. */
-  instance() {
+  /**
+   * A fresh instance in its own worker: an idle one re-instantiated (starting a worker costs
+   * 30-150 ms, a new instance in it about 1), or a new worker.
+   * @returns {Promise<Sandbox>}
+   */
+  async instance() {
+    for (let box = this.idle.pop(); box; box = this.idle.pop()) {
+      try {
+        await box.call({ op: 'reset', name: 'reset' });
+        return box;
+      } catch {
+        box.close();
+      }
+    }
     return Sandbox.start({ js: this.js, modules: this.modules, iface: IFACE, label: this.label, limits: this.limits, log: this.log });
+  }
+
+  /** A handler's worker it no longer needs: kept for reuse unless it trapped. @param {Sandbox} box */
+  release(box) {
+    if (box.dead === null && this.idle.length < 2 && !this.closed) this.idle.push(box);
+    else box.close();
   }
 
   /** @param {string} name @param {any[]} args */
@@ -212,8 +233,10 @@ export class Policy {
 
   /** Stops the worker of the pure functions (handlers have their own). */
   async close() {
+    this.closed = true;
     const f = this.functions;
     this.functions = null;
+    for (const box of this.idle.splice(0)) box.close();
     if (f) (await f.catch(() => null))?.close();
   }
 }
@@ -324,7 +347,7 @@ export class Handler {
   /** @param {Handler} other */
   adopt(other) {
     if (other.policy.sha256 !== this.policy.sha256) this.consecutiveTraps = 0;
-    this.box.close();
+    this.policy.release(this.box);
     this.policy = other.policy;
     this.box = other.box;
   }
@@ -375,14 +398,14 @@ export class Handler {
         try {
           await probe.box.call({ op: 'method', name: 'handleHeartbeat', args: [BigInt(warmup.now), viewText(warmup.view)] });
         } finally {
-          probe.box.close();
+          policy.release(probe.box);
         }
       }
     } catch (e) {
       next.box.close();
       throw new SwapRefused(`warm-up failed: ${/** @type {Error} */ (e).message}`, { cause: e });
     }
-    this.box.close();
+    this.policy.release(this.box);
     this.policy = policy;
     this.box = next.box;
     this.writer.reset();
@@ -478,6 +501,6 @@ export class Handler {
     return (await this.call('exportState', format)).ok;
   }
 
-  /** Stops this handler's worker. */
-  close() { this.box.close(); }
+  /** Ends this handler; its worker goes back to its build for reuse. */
+  close() { this.policy.release(this.box); }
 }

@@ -34,7 +34,7 @@ export const defaultLog = (level, message, build) => {
 
 /**
  * @typedef {object} Call
- * @property {'fn' | 'new' | 'static' | 'method'} op
+ * @property {'fn' | 'new' | 'static' | 'method' | 'reset'} op
  * @property {string} name
  * @property {any[]} [args]
  */

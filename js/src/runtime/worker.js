@@ -26,8 +26,11 @@ function why(e) {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
-try {
-  const mod = await import(`data:text/javascript;base64,${Buffer.from(js).toString('base64')}`);
+/** @type {any} */
+let mod;
+
+/** A fresh instance (fresh linear memory): at start, and when the worker is reused. */
+function instantiate() {
   const root = mod.instantiate(
     (/** @type {string} */ name) => {
       const m = modules[name];
@@ -41,7 +44,13 @@ try {
     },
   );
   exported = root[iface];
+  resource = undefined;
   if (!exported) throw new Error(`${label}: does not export ${iface}`);
+}
+
+try {
+  mod = await import(`data:text/javascript;base64,${Buffer.from(js).toString('base64')}`);
+  instantiate();
   port.postMessage({ ready: true });
 } catch (e) {
   port.postMessage({ fatal: why(e) });
@@ -56,6 +65,7 @@ port.on('message', (/** @type {{ id: number, op: string, name?: string, args?: a
   try {
     let value;
     if (op === 'fn') value = exported[name](...args);
+    else if (op === 'reset') { instantiate(); value = null; }
     else if (op === 'new') { resource = new exported[name](...args); value = null; }
     else if (op === 'static') { resource = exported[name.split('.')[0]][name.split('.')[1]](...args); value = null; }
     else if (op === 'method') value = resource[name](...args);
