@@ -21,12 +21,12 @@ for (const [name, path] of Object.entries(inputs)) {
   try {
     bytes = await readFile(resolve(path));
   } catch (e) {
-    console.error(`build: cannot read the ${name} component ${path}: ${e.message}\n`
+    console.error(`build: cannot read the ${name} component ${path}: ${/** @type {Error} */ (e).message}\n`
       + '(build it with `cargo build -p citus-ha`, or pass --policy/--sim)');
     process.exit(1);
   }
   const t0 = performance.now();
-  const r = await transpileBytes(bytes, { name, instantiation: 'sync', noTypescript: true, quiet: true, wasiShim: false });
+  const r = await transpileBytes(bytes, { name, instantiation: 'sync', emitTypescriptDeclarations: false, wasiShim: false });
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   await writeBuild(join(GENERATED, name), { files: r.files, imports: r.imports, exports: r.exports.map(([n]) => n) }, name, sha256);
   console.log(`build: ${name} ${path} -> generated/${name} (${sha256.slice(0, 12)}, ${Math.round(performance.now() - t0)} ms)`);

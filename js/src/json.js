@@ -18,7 +18,7 @@ export class JsonNumber {
   }
 }
 
-/** @typedef {null | boolean | string | JsonNumber | JsonValue[] | { [key: string]: JsonValue }} JsonValue */
+/** A parsed JSON value (arrays and objects hold more of them). @typedef {null | boolean | string | JsonNumber | any[] | { [key: string]: any }} JsonValue */
 
 const U64_MAX = 18446744073709551615n;
 const I64_MIN = -9223372036854775808n;

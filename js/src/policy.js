@@ -54,6 +54,9 @@ function checked(r) {
   return r.ok;
 }
 
+/** What a refusal says, without the field an import's refusal is filed under. @param {unknown} e */
+const reasonOf = (e) => (e instanceof InvalidInput ? e.reason : /** @type {Error} */ (e).message);
+
 let bundled = /** @type {Promise<Policy> | null} */ (null);
 
 /** A loaded policy build: its pure functions, and handlers that run in its sandbox. */
@@ -386,7 +389,7 @@ export class Handler {
         accepted = await this.exportState('json');
         next = await Handler.fromState(policy, accepted, this.identity);
       } catch (e) {
-        throw new SwapRefused(`state import failed: ${/** @type {Error} */ (first).message}; as JSON: ${/** @type {Error} */ (e).message}`, { cause: e });
+        throw new SwapRefused(`state import failed: ${reasonOf(first)}; as JSON: ${reasonOf(e)}`, { cause: e });
       }
     }
     try {

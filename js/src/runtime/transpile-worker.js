@@ -5,7 +5,7 @@ import { transpileBytes } from '@bytecodealliance/jco-transpile';
 const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
 try {
   const r = await transpileBytes(workerData.bytes, {
-    name: workerData.name, instantiation: 'sync', noTypescript: true, quiet: true, wasiShim: false,
+    name: workerData.name, instantiation: 'sync', emitTypescriptDeclarations: false, wasiShim: false,
   });
   port.postMessage({ files: r.files, imports: r.imports, exports: r.exports.map(([n]) => n) });
 } catch (e) {
