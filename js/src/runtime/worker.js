@@ -16,12 +16,9 @@ let dead = null;
 
 /** @param {unknown} e */
 function why(e) {
-  // Worded as wasmtime words its traps, so every host's notes read alike.
-  if (e instanceof WebAssembly.RuntimeError) {
-    if (e.message === 'unreachable') return 'wasm trap: wasm `unreachable` instruction executed';
-    if (e.message === 'memory access out of bounds') return 'wasm trap: out of bounds memory access';
-    return `wasm trap: ${e.message}`;
-  }
+  // jco words traps as wasmtime does (`wasm trap: wasm \`unreachable\` instruction
+  // executed`), so every host's notes read alike.
+  if (e instanceof WebAssembly.RuntimeError) return e.message.startsWith('wasm trap') ? e.message : `wasm trap: ${e.message}`;
   if (e instanceof RangeError) return `guest stack or memory exhausted: ${e.message}`;
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
