@@ -66,7 +66,7 @@ test('clusterFromDcs names the path of what is wrong', () => {
   assert.throws(() => clusterFromDcs({ members: [{ name: 5 }] }), { field: 'cluster.members[0].name', reason: 'must be a string' });
   assert.throws(() => clusterFromDcs({ workers: { 0: {} } }), /worker group id/);
   assert.throws(() => clusterFromDcs({ workers: { 1: { members: [{ name: 'a', tags: { noloadbalance: 'yes' } }] } } }), /noloadbalance/);
-  const c = clusterFromDcs({ leader: 'a', members: [{ name: 'a', conn_kwargs: { host: 'h', port: 5433 } }], workers: { 10: {}, 2: null ?? {} } });
+  const c = clusterFromDcs({ leader: 'a', members: [{ name: 'a', conn_kwargs: { host: 'h', port: 5433 } }], workers: { 10: {}, 2: {} } });
   assert.deepEqual([.../** @type {Map<number, any>} */ (c.workers).keys()], [2, 10]);
   assert.equal(c.coordinator.members?.[0].connKwargs?.port, '5433');
 });
@@ -84,10 +84,10 @@ test('statements and results: the contract lines both ways', () => {
 test('capMemory puts a maximum on every memory a module defines', () => {
   // (module (memory 1)) and (module (memory 1 100))
   const mod = (/** @type {number[]} */ limits) => new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, limits.length + 1, 1, ...limits]);
-  const mem = (/** @type {Uint8Array} */ b) => new WebAssembly.Instance(new WebAssembly.Module(b)).exports;
-  for (const [limits, max] of [[[0, 1], 16], [[1, 1, 100], 16], [[1, 1, 8], 8]]) {
+  const mem = (/** @type {BufferSource} */ b) => new WebAssembly.Instance(new WebAssembly.Module(b)).exports;
+  for (const [limits, max] of /** @type {[number[], number][]} */ ([[[0, 1], 16], [[1, 1, 100], 16], [[1, 1, 8], 8]])) {
     const capped = capMemory(mod(limits), 16);
-    assert.ok(WebAssembly.validate(capped));
+    assert.ok(WebAssembly.validate(new Uint8Array(capped)));
     const withExport = new Uint8Array([...capped, 7, 5, 1, 1, 0x6d, 2, 0]);
     const memory = /** @type {WebAssembly.Memory} */ (mem(withExport).m);
     assert.throws(() => memory.grow(max), RangeError);

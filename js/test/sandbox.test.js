@@ -44,7 +44,7 @@ async function drive(policy, swapTo = null, swapAt = -1) {
   return { out, agent };
 }
 
-for (const [features, why] of [['fault-loop', /time budget/], ['fault-alloc', /unreachable/]]) {
+for (const [features, why] of /** @type {[string, RegExp][]} */ ([['fault-loop', /time budget/], ['fault-alloc', /unreachable/]])) {
   test(`${features}: stopped within its bound while the main thread keeps answering; the agent keeps serving`, async () => {
     const bad = await Policy.load(policyVariant(features), { limits: SMALL, log: quiet });
     const [config, , sync] = switchover();
