@@ -107,7 +107,6 @@ export class Sandbox {
     if (!p) return;
     this.pending.delete(m.id);
     clearTimeout(p.timer);
-    if (this.pending.size === 0) this.worker.unref();
     if (m.trap !== undefined) {
       this.kill(m.trap);
       p.reject(new PolicyTrap(m.trap, this.label, p.name));
@@ -158,8 +157,9 @@ export class Sandbox {
         this.kill(`call exceeded its time budget (${ms} ms)`);
         reject(new PolicyTrap('call exceeded its time budget', this.label, name));
       }, ms);
+      // The deadline's timer keeps the process alive while a call is out; the worker itself
+      // never does (it is unref'd), so an idle handler does not hold a CLI open.
       this.pending.set(id, { resolve, reject, timer, name });
-      this.worker.ref();
       this.worker.postMessage({ id, op, name, args });
     });
   }
