@@ -62,6 +62,7 @@ let bundled = /** @type {Promise<Policy> | null} */ (null);
 /** A loaded policy build: its pure functions, and handlers that run in its sandbox. */
 export class Policy {
   /**
+   * @internal
    * @param {import('./runtime/build.js').Build} build
    * @param {Record<string, WebAssembly.Module>} modules
    * @param {Required<Limits>} limits
@@ -73,12 +74,15 @@ export class Policy {
     this.contract = CONTRACT;
     this.limits = limits;
     this.log = log;
+    /** @internal */
     this.js = build.js;
+    /** @internal */
     this.modules = modules;
-    /** @type {Promise<Sandbox> | null} */
+    /** @internal @type {Promise<Sandbox> | null} */
     this.functions = null;
-    /** Idle workers of closed handlers, reused (with a fresh instance) by the next one. @type {Sandbox[]} */
+    /** Idle workers of closed handlers, reused (with a fresh instance) by the next one. @internal @type {Sandbox[]} */
     this.idle = [];
+    /** @internal */
     this.closed = false;
   }
 
@@ -113,6 +117,7 @@ export class Policy {
   }
 
   /**
+   * @internal
    * @param {import('./runtime/build.js').Build} build @param {Limits} limits @param {LogSink} log
    * @returns {Promise<Policy>}
    */
@@ -139,7 +144,8 @@ export class Policy {
 
   /**
    * A fresh instance in its own worker: an idle one re-instantiated (starting a worker costs
-   * 30-150 ms, a new instance in it about 1), or a new worker.
+   * 30-150 ms, a new instance in it about 30), or a new worker.
+   * @internal
    * @returns {Promise<Sandbox>}
    */
   async instance() {
@@ -154,13 +160,13 @@ export class Policy {
     return Sandbox.start({ js: this.js, modules: this.modules, iface: IFACE, label: this.label, limits: this.limits, log: this.log });
   }
 
-  /** A handler's worker it no longer needs: kept for reuse unless it trapped. @param {Sandbox} box */
+  /** A handler's worker it no longer needs: kept for reuse unless it trapped. @internal @param {Sandbox} box */
   release(box) {
     if (box.dead === null && this.idle.length < 2 && !this.closed) this.idle.push(box);
     else box.close();
   }
 
-  /** @param {string} name @param {any[]} args */
+  /** @internal @param {string} name @param {any[]} args */
   async fn(name, ...args) {
     let box = this.functions ? await this.functions.catch(() => null) : null;
     if (!box || box.dead !== null) {
@@ -255,16 +261,22 @@ export class Policy {
  */
 export class Handler {
   /**
+   * @internal
    * @param {Policy} policy @param {Sandbox} box
    * @param {{ config: CitusConfig, name: string, connectUrl: string } | null} identity
    */
   constructor(policy, box, identity) {
+    /** The build this handler runs now (it changes on a swap or a fallback). */
     this.policy = policy;
+    /** @internal */
     this.box = box;
+    /** @internal */
     this.identity = identity;
+    /** @internal */
     this.writer = new ViewWriter();
-    /** @type {string | null} */
+    /** @internal @type {string | null} */
     this.lastSnapshot = null;
+    /** @internal */
     this.consecutiveTraps = 0;
     /** How many calls trapped since this handler began. */
     this.traps = 0;
@@ -272,7 +284,7 @@ export class Handler {
     this.fallback = null;
   }
 
-  /** @param {Policy} policy @param {CitusConfig} config @param {string} name @param {string} connectUrl */
+  /** @internal @param {Policy} policy @param {CitusConfig} config @param {string} name @param {string} connectUrl */
   static async create(policy, config, name, connectUrl) {
     const box = await policy.instance();
     try {
@@ -285,6 +297,7 @@ export class Handler {
   }
 
   /**
+   * @internal
    * @param {Policy} policy @param {string} state
    * @param {{ config: CitusConfig, name: string, connectUrl: string } | null} [identity]
    */
@@ -306,7 +319,7 @@ export class Handler {
     return h;
   }
 
-  /** @param {string} name @param {any[]} args */
+  /** @internal @param {string} name @param {any[]} args */
   async call(name, ...args) {
     try {
       return await this.box.call({ op: 'method', name, args });
@@ -319,6 +332,7 @@ export class Handler {
     }
   }
 
+  /** @internal */
   async recover() {
     let build = this.policy;
     if (this.consecutiveTraps >= TRAPS_BEFORE_FALLBACK) {
@@ -347,7 +361,7 @@ export class Handler {
     this.adopt(h);
   }
 
-  /** @param {Handler} other */
+  /** @internal @param {Handler} other */
   adopt(other) {
     if (other.policy.sha256 !== this.policy.sha256) this.consecutiveTraps = 0;
     this.policy.release(this.box);
