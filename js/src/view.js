@@ -111,6 +111,7 @@ export function clusterFromDcs(v) {
   return { coordinator, workers: new Map([...workers].sort((a, b) => a[0] - b[0])) };
 }
 
+const NEEDS_ESCAPE = /[\\\t\n\r]/;
 const ESCAPE = /[\\\t\n\r]/g;
 /** @type {Record<string, string>} */
 const ESCAPES = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
@@ -118,8 +119,7 @@ const ESCAPES = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 /** @param {string | null | undefined} s */
 function field(s) {
   if (s === null || s === undefined) return ABSENT;
-  ESCAPE.lastIndex = 0;
-  return ESCAPE.test(s) ? s.replace(ESCAPE, (c) => ESCAPES[c]) : s;
+  return NEEDS_ESCAPE.test(s) ? s.replace(ESCAPE, (c) => ESCAPES[c]) : s;
 }
 
 /**
