@@ -10,7 +10,7 @@
  * - `drain_N`: the turn that processes those N tasks against the simulator component (5
  *   statements per group), batches and results crossing as text.
  *
- * Wall time (`process.hrtime.bigint`), median of the samples.
+ * Wall time (`process.hrtime.bigint`), median of the samples, after three warm-up runs.
  * @module
  */
 
@@ -80,6 +80,8 @@ export async function turn(h, session, now) {
   return n;
 }
 
+const WARMUP = 3;
+
 /** @param {boolean} ok @param {string} what */
 function check(ok, what) {
   if (!ok) throw new Error(`bench fixture check failed: ${what}`);
@@ -98,9 +100,16 @@ async function resetToCoordinator(h) {
  * @param {(s: T) => Promise<void>} verify @param {number} samples
  */
 async function sample(prepare, run, verify, samples) {
+  // Warm-up on the same path: V8 compiles wasm lazily and tiers it (and the JavaScript) up
+  // over the first runs; a coordinator's agent is a long-running process, so the steady
+  // state is what is timed.
   let state = await prepare();
-  await run(state); // warm-up on the same path
+  await run(state);
   await verify(state);
+  for (let i = 0; i < WARMUP - 1; i++) {
+    state = await prepare();
+    await run(state);
+  }
   /** @type {number[]} */
   const out = [];
   for (let i = 0; i < samples; i++) {
