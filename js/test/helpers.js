@@ -26,20 +26,19 @@ export function rustBin() {
 const variants = new Map();
 
 /**
- * A test build of the policy (`fault-loop`, `fault-alloc`, ...): the wasm the Rust sandbox
- * tests build into target/guest-variants (CITUS_HA_VARIANTS names another folder), built with
- * cargo as the Python tests build theirs when it is not there yet.
+ * A test build of the policy (`fault-loop`, `fault-alloc`, ...), built by cargo into
+ * target/guest-variants exactly as the Rust sandbox tests and the Python tests build theirs
+ * (cargo rebuilds it when the policy changed). CITUS_HA_VARIANTS names a folder of such
+ * builds to use instead (a worktree that does not build Rust).
  * @param {string} features
  */
 export function policyVariant(features) {
   let p = variants.get(features);
   if (p) return p;
-  const dir = process.env.CITUS_HA_VARIANTS ?? join(ROOT, 'target', 'guest-variants');
-  p = join(dir, `${features}.wasm`);
-  if (!existsSync(p)) {
-    p = execFileSync('cargo', ['run', '--quiet', '-p', 'citus-ha', '--example', 'guest_variant', '--', features],
+  const dir = process.env.CITUS_HA_VARIANTS;
+  p = dir ? join(dir, `${features}.wasm`)
+    : execFileSync('cargo', ['run', '--quiet', '-p', 'citus-ha', '--example', 'guest_variant', '--', features],
       { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-  }
   variants.set(features, p);
   return p;
 }
