@@ -136,7 +136,10 @@ export class Policy {
 
   /** The bundled build with default limits, loaded once. */
   static bundled() {
-    bundled ??= Policy.load();
+    bundled ??= Policy.load().catch((e) => {
+      bundled = null; // a later call tries again (e.g. after `npm run build`)
+      throw e;
+    });
     return bundled;
   }
 
