@@ -40,6 +40,18 @@ async function rust(bin, ...args) {
   }
 }
 
+const EDGE = readdirSync(join(import.meta.dirname, 'scenarios')).filter((f) => f.endsWith('.jsonl'))
+  .map((f) => join(import.meta.dirname, 'scenarios', f)).sort();
+
+test('edge cases of the format: the Rust host\'s bytes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'citus-ha-js-edge-'));
+  const r = await cli('replay', '--out-dir', dir, ...EDGE);
+  assert.equal(r.code, 0, r.stderr);
+  for (const f of EDGE) {
+    assert.equal(readFileSync(join(dir, `${basename(f)}.out`), 'utf8'), readFileSync(f.replace(/\.jsonl$/, '.expected'), 'utf8'), basename(f));
+  }
+});
+
 test('the library is there', () => {
   assert.ok(LIBRARY.length >= 24, `${LIBRARY.length} scenarios`);
 });
@@ -91,6 +103,7 @@ const MALFORMED = [
   ['{"op":"config","citus":{"group":"x","database":"c"},"name":"c","conn_url":"postgres://h/d"}\n', 1],
   ['{"op":"config","citus":{"group":0,"database":"c"},"name":"c","conn_url":"nonsense"}\n', 1],
   [`${CONFIG}${CONFIG}`, 2],
+  ['{"op":"config","citus":{"group":0,"database":"c","extra":1.0},"name":"c","conn_url":"postgres://h/d"}\n', 1],
   ['# nothing\n', 0],
 ];
 
