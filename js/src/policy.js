@@ -409,21 +409,31 @@ export class Handler {
         throw new SwapRefused(`state import failed: ${reasonOf(first)}; as JSON: ${reasonOf(e)}`, { cause: e });
       }
     }
+    const refuse = (/** @type {string} */ why, /** @type {unknown} */ e) => {
+      policy.release(next.box);
+      return new SwapRefused(`warm-up failed: ${why}${reasonOf(e)}`, { cause: e });
+    };
     try {
       await next.box.call({ op: 'method', name: 'pollTimeout' });
       await next.box.call({ op: 'fn', name: 'policyVersion' });
-      if (warmup) {
-        // On a copy: the heartbeat's effects (queued tasks) must not reach the real one.
-        const probe = await Handler.fromState(policy, accepted, this.identity);
-        try {
-          await probe.box.call({ op: 'method', name: 'handleHeartbeat', args: [BigInt(warmup.now), viewText(warmup.view)] });
-        } finally {
-          policy.release(probe.box);
-        }
-      }
     } catch (e) {
-      next.box.close();
-      throw new SwapRefused(`warm-up failed: ${/** @type {Error} */ (e).message}`, { cause: e });
+      throw refuse('', e);
+    }
+    if (warmup) {
+      // On a copy: the heartbeat's effects (queued tasks) must not reach the real one.
+      let probe;
+      try {
+        probe = await Handler.fromState(policy, accepted, this.identity);
+      } catch (e) {
+        throw refuse('second import: ', e);
+      }
+      try {
+        await probe.box.call({ op: 'method', name: 'handleHeartbeat', args: [BigInt(warmup.now), viewText(warmup.view)] });
+      } catch (e) {
+        throw refuse('heartbeat on the current view: ', e);
+      } finally {
+        policy.release(probe.box);
+      }
     }
     this.policy.release(this.box);
     this.policy = policy;
