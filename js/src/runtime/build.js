@@ -66,28 +66,55 @@ export async function writeBuild(dir, t, name, sha256) {
   await rename(tmp, dir);
 }
 
+/** @type {{ worker: Worker, next: number, pending: Map<number, (m: any) => void> } | null} */
+let transpiler = null;
+
+function transpileWorker() {
+  if (!transpiler) {
+    const worker = new Worker(new URL('./transpile-worker.js', import.meta.url));
+    /** @type {Map<number, (m: any) => void>} */
+    const pending = new Map();
+    const t = { worker, next: 0, pending };
+    const fail = (/** @type {string} */ why) => {
+      if (transpiler === t) transpiler = null;
+      for (const done of pending.values()) done({ error: why });
+      pending.clear();
+    };
+    worker.on('message', (m) => {
+      const done = pending.get(m.id);
+      pending.delete(m.id);
+      if (pending.size === 0) worker.unref();
+      done?.(m);
+    });
+    worker.on('error', (e) => fail(`the transpiler failed: ${e.message}`));
+    worker.on('exit', () => fail('the transpiler exited'));
+    worker.unref();
+    transpiler = t;
+  }
+  return transpiler;
+}
+
 /**
- * Transpiles in a worker thread, bounded in time.
+ * Transpiles in the shared worker thread, bounded in time.
  * @param {Uint8Array} bytes @param {string} name @param {string} source
  * @returns {Promise<{ files: Record<string, Uint8Array>, imports: string[], exports: string[] }>}
  */
 export function transpile(bytes, name, source) {
+  const t = transpileWorker();
+  const id = t.next++;
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./transpile-worker.js', import.meta.url), { workerData: { bytes, name } });
     const timer = setTimeout(() => {
-      w.terminate();
+      t.pending.delete(id);
+      t.worker.terminate();
       reject(new PolicyLoadError(`${source}: transpiling took longer than ${TRANSPILE_TIMEOUT_MS / 1000} s`));
     }, TRANSPILE_TIMEOUT_MS);
-    w.once('message', (m) => {
+    t.pending.set(id, (m) => {
       clearTimeout(timer);
-      w.terminate();
       if (m.error) reject(new PolicyLoadError(`${source}: not a component jco can run: ${m.error}`));
       else resolve(m);
     });
-    w.once('error', (e) => {
-      clearTimeout(timer);
-      reject(new PolicyLoadError(`${source}: transpiling failed: ${e.message}`));
-    });
+    t.worker.ref();
+    t.worker.postMessage({ id, bytes, name });
   });
 }
 
