@@ -194,7 +194,8 @@ describe('against PostgreSQL 15 with the Citus emulation', { skip: !PgServer.ava
     await assert.rejects(run(process.execPath, [CLI, 'replay', '--db', server.url('citus'), join(SCENARIOS, 'worker_failover.jsonl')]),
       (e) => /** @type {any} */ (e).code === 2 && /line \d+: a `metadata` step only works with the simulator/.test(/** @type {any} */ (e).stderr));
     // A database that cannot be used: exit 1.
-    await assert.rejects(run(process.execPath, [CLI, 'replay', '--db', 'postgresql://postgres@127.0.0.1:1/citus', '--db-timeout', '2', noSeed]),
+    await assert.rejects(run(process.execPath, [CLI, 'replay', '--db', 'postgresql://postgres@127.0.0.1:1/citus', '--db-timeout', '2',
+      join(SCENARIOS, 'new_cluster_with_secondaries.jsonl')]),
       (e) => /** @type {any} */ (e).code === 1);
     if (!bin) t.diagnostic('the Rust host is not built: compared with the simulator replay only');
   });
