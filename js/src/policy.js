@@ -80,7 +80,7 @@ export class Policy {
     this.modules = modules;
     /** @internal @type {Promise<Sandbox> | null} */
     this.functions = null;
-    /** Idle workers of closed handlers, reused (with a fresh instance) by the next one. @internal @type {Sandbox[]} */
+    /** Idle workers of closed handlers, reused (with a fresh instance) by the next one. @internal @type {{ box: Sandbox, fresh: Promise<boolean> }[]} */
     this.idle = [];
     /** @internal */
     this.closed = false;
@@ -152,21 +152,27 @@ export class Policy {
    * @returns {Promise<Sandbox>}
    */
   async instance() {
-    for (let box = this.idle.pop(); box; box = this.idle.pop()) {
-      try {
-        await box.call({ op: 'reset', name: 'reset' });
-        return box;
-      } catch {
-        box.close();
-      }
+    for (let idle = this.idle.pop(); idle; idle = this.idle.pop()) {
+      if (await idle.fresh) return idle.box;
+      idle.box.close();
     }
     return Sandbox.start({ js: this.js, modules: this.modules, iface: IFACE, label: this.label, limits: this.limits, log: this.log });
   }
 
-  /** A handler's worker it no longer needs: kept for reuse unless it trapped. @internal @param {Sandbox} box */
+  /**
+   * A handler's worker it no longer needs: kept for reuse unless it trapped, its instance
+   * replaced by a fresh one at once (so the old state's memory goes now, and the next handler
+   * does not wait for it).
+   * @internal @param {Sandbox} box
+   */
   release(box) {
-    if (box.dead === null && this.idle.length < 2 && !this.closed) this.idle.push(box);
-    else box.close();
+    if (box.dead === null && this.idle.length < 2 && !this.closed) {
+      // Settled either way, never left rejected: a closed build's idle workers die unawaited.
+      const fresh = box.call({ op: 'reset', name: 'reset' }).then(() => true, () => false);
+      this.idle.push({ box, fresh });
+    } else {
+      box.close();
+    }
   }
 
   /** @internal @param {string} name @param {any[]} args */
@@ -248,7 +254,7 @@ export class Policy {
     this.closed = true;
     const f = this.functions;
     this.functions = null;
-    for (const box of this.idle.splice(0)) box.close();
+    for (const { box } of this.idle.splice(0)) box.close();
     if (f) (await f.catch(() => null))?.close();
   }
 }
