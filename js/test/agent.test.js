@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { Agent, PgSession, SimSession } from '../src/index.js';
+import { Agent, Batch, PgSession, SimSession } from '../src/index.js';
 import { outputLine } from '../src/replay.js';
 import { CLI, PgServer, SCENARIOS, rustBin } from './helpers.js';
 
@@ -122,6 +122,27 @@ describe('against PostgreSQL 15 with the Citus emulation', { skip: !PgServer.ava
       });
       assert.equal(await c.writesBlocked(1), false);
       assert.deepEqual((await c.rows())[1], [['10.0.1.2', 'primary'], ['10.0.1.1', 'secondary']]);
+    } finally {
+      await c.done();
+    }
+  });
+
+  test('the metadata session: its settings, and every value a bound parameter', async () => {
+    const c = await cluster();
+    try {
+      const mine = /** @type {import('pg').Client} */ (c.session.client);
+      for (const [setting, value] of [['statement_timeout', '0'], ['idle_in_transaction_session_timeout', '0'], ['application_name', 'citus-ha']]) {
+        assert.equal((await mine.query(`SHOW ${setting}`)).rows[0][setting], value);
+      }
+      const evil = "10.9.9.9'); DELETE FROM pg_dist_node; --";
+      const [r] = (await c.session.execute(Batch.of([{ op: 'remove_node', host: evil, port: 5432 }]))).results;
+      assert.equal(r.result, 'failed');
+      assert.equal(Object.values(await c.rows()).flat().length, 5, 'pg_dist_node untouched');
+      const probe = new pg.Client({ connectionString: server.url('citus') });
+      await probe.connect();
+      const q = await probe.query("SELECT query FROM pg_stat_activity WHERE application_name = 'citus-ha'");
+      await probe.end();
+      assert.deepEqual(q.rows.map((x) => x.query), ['SELECT pg_catalog.citus_remove_node($1::text, $2::int)']);
     } finally {
       await c.done();
     }
