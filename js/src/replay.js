@@ -332,9 +332,32 @@ export function ioMessage(e) {
 }
 
 /**
+ * `--out-dir` names: each FILE's name without its directory and `.jsonl` (as every host's
+ * batch mode names them); refuses two files that would write the same outputs.
+ * @param {string[]} files
+ */
+export function batchNames(files) {
+  const names = files.map((f) => {
+    const b = f.split(/[\\/]/).pop() ?? f;
+    return b.endsWith('.jsonl') ? b.slice(0, -'.jsonl'.length) : b;
+  });
+  /** @type {Map<string, string>} */
+  const seen = new Map();
+  names.forEach((n, i) => {
+    const other = seen.get(n);
+    if (other !== undefined) throw new Error(`${other} and ${files[i]} would both write ${n}.out`);
+    seen.set(n, files[i]);
+  });
+  return names;
+}
+
+/**
  * The `replay` command: `replay FILE [--db URL] [--db-timeout S] [--policy W]`, or the batch
- * `replay --out-dir DIR FILE...` (each FILE's stdout to DIR/<basename>.out and its exit code
- * to DIR/<basename>.code, in one process).
+ * mode every host has, `replay --out-dir DIR FILE...`: each FILE in turn in this one process,
+ * writing DIR/NAME.out (exactly what `replay FILE` prints), DIR/NAME.err (its diagnostics and
+ * the policy's log lines) and DIR/NAME.code (its exit status), NAME being the file's name
+ * without `.jsonl`; `{name}` in the --db URL becomes NAME, so each file can have a database
+ * of its own. The batch exits 0 once every file's outputs are written.
  * @param {string[]} args
  * @param {{ out?: (t: string) => void, err?: (t: string) => void }} [io]
  * @returns {Promise<number>} the exit status
@@ -369,43 +392,74 @@ export async function main(args, io = {}) {
     }
     dbTimeoutMs = s * 1000;
   }
+  let names;
+  try {
+    names = batchNames(files);
+  } catch (e) {
+    err(`citus-ha replay: --out-dir: ${/** @type {Error} */ (e).message}\n`);
+    return 2;
+  }
+  // The policy's log lines go to whichever file is being replayed.
+  let logTo = err;
+  /** @type {import('./runtime/sandbox.js').LogSink} */
+  const log = (level, message, build) => {
+    if (level === 'warn' || level === 'error') logTo(`${level}: ${message} (${build})\n`);
+  };
+  /** @type {Policy | Error} */
   let policy;
   try {
-    policy = await Policy.load(a.values.policy ?? null);
+    policy = await Policy.load(a.values.policy ?? null, { log });
   } catch (e) {
-    err(`citus-ha replay: ${/** @type {Error} */ (e).message}\n`);
-    return 1;
+    policy = /** @type {Error} */ (e);
   }
-  const db = a.values.db ?? null;
+  const dbOf = (/** @type {string} */ name) => (a.values.db === undefined ? null : a.values.db.replaceAll('{name}', name));
+  /** @param {string} file @param {string} name @param {(t: string) => void} o @param {(t: string) => void} e */
+  const replayOne = (file, name, o, e) => one(file, policy, { db: dbOf(name), dbTimeoutMs, out: o, err: e });
   try {
-    if (outDir === undefined) return await one(files[0], { policy, db, dbTimeoutMs, out, err });
+    if (outDir === undefined) return await replayOne(files[0], names[0], out, err);
     const { mkdir, writeFile } = await import('node:fs/promises');
-    const { basename, join } = await import('node:path');
-    await mkdir(outDir, { recursive: true });
-    let worst = 0;
-    for (const f of files) {
-      /** @type {string[]} */
-      const chunks = [];
-      const code = await one(f, { policy, db, dbTimeoutMs, out: (t) => { chunks.push(t); }, err });
-      const base = join(outDir, basename(f));
-      await writeFile(`${base}.out`, chunks.join(''));
-      await writeFile(`${base}.code`, `${code}\n`);
-      worst = Math.max(worst, code);
+    const { join } = await import('node:path');
+    try {
+      await mkdir(outDir, { recursive: true });
+    } catch (e) {
+      err(`citus-ha replay: --out-dir: ${/** @type {Error} */ (e).message}\n`);
+      return 2;
     }
-    return worst;
+    for (const [i, f] of files.entries()) {
+      /** @type {string[]} */
+      const o = [];
+      /** @type {string[]} */
+      const e = [];
+      logTo = (t) => { e.push(t); };
+      const code = await replayOne(f, names[i], (t) => { o.push(t); }, (t) => { e.push(t); });
+      logTo = err;
+      const base = join(outDir, names[i]);
+      try {
+        await writeFile(`${base}.out`, o.join(''));
+        await writeFile(`${base}.err`, e.join(''));
+        await writeFile(`${base}.code`, `${code}\n`);
+      } catch (x) {
+        err(`citus-ha replay: --out-dir: ${/** @type {Error} */ (x).message}\n`);
+        return 1;
+      }
+    }
+    return 0;
   } finally {
-    await policy.close();
+    if (!(policy instanceof Error)) await policy.close();
   }
 }
 
 const USAGE = 'usage: citus-ha replay FILE [--db URL] [--db-timeout SECONDS] [--policy COMPONENT.wasm]\n'
-  + '       citus-ha replay --out-dir DIR FILE... [--db URL] [--policy COMPONENT.wasm]\n';
+  + '       citus-ha replay --out-dir DIR FILE... [same options; {name} in --db is each FILE\'s name]\n';
 
 /**
+ * One file, in the Rust host's order: unreadable or malformed (2) before a policy that could
+ * not be loaded (1).
  * @param {string} file
- * @param {ReplayOptions} o
+ * @param {Policy | Error} policy
+ * @param {Omit<ReplayOptions, 'policy'>} o
  */
-async function one(file, o) {
+async function one(file, policy, o) {
   let text;
   try {
     text = await readFile(file, 'utf8');
@@ -421,8 +475,12 @@ async function one(file, o) {
     o.err(`citus-ha replay: ${file}: ${e.message}\n`);
     return 2;
   }
+  if (policy instanceof Error) {
+    o.err(`citus-ha replay: ${policy.message}\n`);
+    return 1;
+  }
   try {
-    await replay(steps, o);
+    await replay(steps, { ...o, policy });
   } catch (e) {
     if (e instanceof ScenarioError) {
       o.err(`citus-ha replay: ${file}: ${e.message}\n`);

@@ -211,6 +211,15 @@ describe('against PostgreSQL 15 with the Citus emulation', { skip: !PgServer.ava
     }
     assert.equal((await run(process.execPath, [CLI, 'replay', join(SCENARIOS, 'new_cluster_with_secondaries.jsonl')])).stdout,
       readFileSync(join(SCENARIOS, 'new_cluster_with_secondaries.expected'), 'utf8'));
+    // The batch mode: `{name}` in the URL gives each file a database of its own.
+    const out = join(dir, 'out');
+    for (const n of ['new_cluster_with_secondaries', 'switchover_unseeded']) await server.freshCitus(n);
+    await run(process.execPath, [CLI, 'replay', '--out-dir', out, '--db', server.url('{name}'),
+      join(SCENARIOS, 'new_cluster_with_secondaries.jsonl'), noSeed]);
+    for (const [n, f] of [['new_cluster_with_secondaries', join(SCENARIOS, 'new_cluster_with_secondaries.jsonl')], ['switchover_unseeded', noSeed]]) {
+      assert.equal(readFileSync(join(out, `${n}.code`), 'utf8'), '0\n');
+      assert.equal(readFileSync(join(out, `${n}.out`), 'utf8'), (await run(process.execPath, [CLI, 'replay', f])).stdout, n);
+    }
     // A metadata step cannot run against a database: exit 2 naming its line.
     await assert.rejects(run(process.execPath, [CLI, 'replay', '--db', server.url('citus'), join(SCENARIOS, 'worker_failover.jsonl')]),
       (e) => /** @type {any} */ (e).code === 2 && /line \d+: a `metadata` step only works with the simulator/.test(/** @type {any} */ (e).stderr));

@@ -108,17 +108,17 @@ export class PgServer {
   /** @param {string} db */
   url(db) { return `postgresql://postgres@127.0.0.1:${this.port}/${db}`; }
 
-  /** A fresh `citus` database with the emulation (no post-commit sync delay). */
-  async freshCitus() {
+  /** A fresh database (`citus` unless named) with the emulation (no post-commit sync delay). */
+  async freshCitus(name = 'citus') {
     const admin = new pg.Client({ connectionString: this.url('postgres') });
     await admin.connect();
     try {
-      await admin.query('DROP DATABASE IF EXISTS citus WITH (FORCE)');
-      await admin.query('CREATE DATABASE citus');
+      await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await admin.query(`CREATE DATABASE "${name}"`);
     } finally {
       await admin.end();
     }
-    const c = new pg.Client({ connectionString: this.url('citus') });
+    const c = new pg.Client({ connectionString: this.url(name) });
     await c.connect();
     try {
       await c.query(readFileSync(join(ROOT, 'tests', 'sql', 'citus_emulation.sql'), 'utf8'));

@@ -48,7 +48,7 @@ test('edge cases of the format: the Rust host\'s bytes', async () => {
   const r = await cli('replay', '--out-dir', dir, ...EDGE);
   assert.equal(r.code, 0, r.stderr);
   for (const f of EDGE) {
-    assert.equal(readFileSync(join(dir, `${basename(f)}.out`), 'utf8'), readFileSync(f.replace(/\.jsonl$/, '.expected'), 'utf8'), basename(f));
+    assert.equal(readFileSync(join(dir, `${basename(f, '.jsonl')}.out`), 'utf8'), readFileSync(f.replace(/\.jsonl$/, '.expected'), 'utf8'), basename(f));
   }
 });
 
@@ -61,9 +61,9 @@ test('every library scenario: the batch mode prints each .expected byte for byte
   const r = await cli('replay', '--out-dir', dir, ...LIBRARY);
   assert.equal(r.code, 0, r.stderr);
   for (const f of LIBRARY) {
-    const got = readFileSync(join(dir, `${basename(f)}.out`), 'utf8');
+    const got = readFileSync(join(dir, `${basename(f, '.jsonl')}.out`), 'utf8');
     assert.equal(got, readFileSync(f.replace(/\.jsonl$/, '.expected'), 'utf8'), basename(f));
-    assert.equal(readFileSync(join(dir, `${basename(f)}.code`), 'utf8').trim(), '0');
+    assert.equal(readFileSync(join(dir, `${basename(f, '.jsonl')}.code`), 'utf8'), '0\n');
   }
 });
 
@@ -84,7 +84,7 @@ test('every library scenario: the same bytes as the Rust host', async (t) => {
   await cli('replay', '--out-dir', dir, ...LIBRARY);
   for (const f of LIBRARY) {
     const r = await rust(bin, 'replay', f);
-    assert.equal(readFileSync(join(dir, `${basename(f)}.out`), 'utf8'), r.stdout, basename(f));
+    assert.equal(readFileSync(join(dir, `${basename(f, '.jsonl')}.out`), 'utf8'), r.stdout, basename(f));
   }
 });
 
@@ -118,20 +118,44 @@ test('malformed scenarios exit 2 naming the line, as the Rust host does', async 
   assert.equal(single.code, 2);
   assert.equal(single.stdout, '');
   assert.match(single.stderr, /: line 4: unknown op "jump"/);
-  // The batch mode: each file's own code, in one process.
+  // The batch mode: each file's own code (and stderr), in one process; the batch itself exits
+  // 0 once every output is written.
   const out = join(dir, 'out');
   const good = join(SCENARIOS, 'worker_failover.jsonl');
   const missing = join(dir, 'missing.jsonl');
   const r = await cli('replay', '--out-dir', out, good, ...files, missing);
-  assert.equal(r.code, 2);
-  assert.equal(readFileSync(join(out, 'worker_failover.jsonl.code'), 'utf8'), '0\n');
-  assert.equal(readFileSync(join(out, 'missing.jsonl.code'), 'utf8'), '2\n');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readFileSync(join(out, 'worker_failover.code'), 'utf8'), '0\n');
+  assert.equal(readFileSync(join(out, 'missing.code'), 'utf8'), '2\n');
+  assert.match(readFileSync(join(out, 'missing.err'), 'utf8'), /cannot read/);
   const bin = rustBin();
   for (const [i, [text, line]] of MALFORMED.entries()) {
-    assert.equal(readFileSync(join(out, `bad${i}.jsonl.code`), 'utf8'), '2\n', String(text));
-    assert.equal(readFileSync(join(out, `bad${i}.jsonl.out`), 'utf8'), '');
-    assert.ok(r.stderr.includes(`${files[i]}: line ${line}: `), `${text} -> ${r.stderr}`);
+    assert.equal(readFileSync(join(out, `bad${i}.code`), 'utf8'), '2\n', String(text));
+    assert.equal(readFileSync(join(out, `bad${i}.out`), 'utf8'), '');
+    const e = readFileSync(join(out, `bad${i}.err`), 'utf8');
+    assert.ok(e.includes(`${files[i]}: line ${line}: `), `${text} -> ${e}`);
     if (bin) assert.equal((await rust(bin, 'replay', files[i])).code, 2, String(text));
+  }
+  // Two files that would write the same outputs are refused.
+  const twin = join(dir, 'twin');
+  writeFileSync(join(dir, 'bad0'), 'x');
+  const dup = await cli('replay', '--out-dir', twin, files[0], join(dir, 'bad0'));
+  assert.equal(dup.code, 2);
+  assert.match(dup.stderr, /would both write bad0\.out/);
+});
+
+test('batch --db: {name} becomes each file\'s name; a policy that cannot be loaded is each file\'s exit 1', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'citus-ha-js-batch-'));
+  const f = join(SCENARIOS, 'worker_failover.jsonl');
+  // A metadata step is refused with --db before any connection: exit 2 whatever the URL.
+  const r = await cli('replay', '--out-dir', dir, '--db', 'postgresql://127.0.0.1:1/{name}', f);
+  assert.equal(r.code, 0);
+  assert.equal(readFileSync(join(dir, 'worker_failover.code'), 'utf8'), '2\n');
+  const p = await cli('replay', '--out-dir', dir, '--policy', '/nonexistent.wasm', f, join(SCENARIOS, 'worker_switchover_with_pause.jsonl'));
+  assert.equal(p.code, 0);
+  for (const n of ['worker_failover', 'worker_switchover_with_pause']) {
+    assert.equal(readFileSync(join(dir, `${n}.code`), 'utf8'), '1\n');
+    assert.match(readFileSync(join(dir, `${n}.err`), 'utf8'), /cannot read \/nonexistent\.wasm/);
   }
 });
 
