@@ -7,6 +7,7 @@
  * @module
  */
 
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Agent } from './agent.js';
 import { CitusHaError, InvalidInput, PolicyTrap } from './errors.js';
@@ -204,6 +205,8 @@ export function finalLine(rows) {
  * @property {number} [dbTimeoutMs] bound of each connect and statement there
  * @property {(text: string) => void} out stdout
  * @property {(text: string) => void} err stderr
+ * @property {Map<string, Policy>} [builds] loaded builds by sha256, reused by `swap` steps
+ *   (a batch swaps to the same few builds again and again)
  */
 
 /**
@@ -212,7 +215,7 @@ export function finalLine(rows) {
  * @param {Step[]} steps
  * @param {ReplayOptions} o
  */
-export async function replay(steps, { policy, db = null, dbTimeoutMs = 10_000, out, err }) {
+export async function replay(steps, { policy, db = null, dbTimeoutMs = 10_000, out, err, builds = new Map() }) {
   if (db !== null) {
     const m = steps.find((s) => s.op === 'metadata');
     if (m) throw new ScenarioError(m.line, 'a `metadata` step only works with the simulator, not with --db');
@@ -293,7 +296,12 @@ export async function replay(steps, { policy, db = null, dbTimeoutMs = 10_000, o
                 note(`line ${s.line}: swap refused: cannot read ${s.path}: ${ioMessage(e)}`);
                 break;
               }
-              const candidate = await Policy.fromBytes(new Uint8Array(bytes), s.path, { limits: policy.limits, log: policy.log });
+              const sha = createHash('sha256').update(bytes).digest('hex');
+              let candidate = builds.get(sha) ?? (sha === policy.sha256 ? policy : undefined);
+              if (!candidate) {
+                candidate = await Policy.fromBytes(new Uint8Array(bytes), s.path, { limits: policy.limits, log: policy.log });
+                builds.set(sha, candidate);
+              }
               await agent.handler.replace(candidate, agent.lastView ? { now, view: agent.lastView.view } : null);
             } catch (e) {
               if (!(e instanceof CitusHaError) || e instanceof PolicyTrap) throw e;
@@ -413,8 +421,10 @@ export async function main(args, io = {}) {
     policy = /** @type {Error} */ (e);
   }
   const dbOf = (/** @type {string} */ name) => (a.values.db === undefined ? null : a.values.db.replaceAll('{name}', name));
+  /** @type {Map<string, Policy>} */
+  const builds = new Map();
   /** @param {string} file @param {string} name @param {(t: string) => void} o @param {(t: string) => void} e */
-  const replayOne = (file, name, o, e) => one(file, policy, { db: dbOf(name), dbTimeoutMs, out: o, err: e });
+  const replayOne = (file, name, o, e) => one(file, policy, { db: dbOf(name), dbTimeoutMs, out: o, err: e, builds });
   try {
     if (outDir === undefined) return await replayOne(files[0], names[0], out, err);
     const { mkdir, writeFile } = await import('node:fs/promises');
@@ -446,6 +456,7 @@ export async function main(args, io = {}) {
     return 0;
   } finally {
     if (!(policy instanceof Error)) await policy.close();
+    for (const b of builds.values()) await b.close();
   }
 }
 
