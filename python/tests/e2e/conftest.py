@@ -1,0 +1,77 @@
+"""The real Patroni cluster the end-to-end cases share, and its logs in every failure report.
+
+The suite is opt-in (it starts eleven processes and takes minutes): it runs when
+CITUS_HA_E2E=1, which `./dev test` sets. Once opted in, a missing prerequisite is a failure,
+not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Iterator, List
+
+import pytest
+from patroni_cluster import ETCD_BIN, PG_BIN, Cluster, PatroniCommand, RunAs
+
+# Coordinator (group 0) and worker group 1 of two members each; group 2, a single member, is
+# the group whose primary is shut down mid-pause in case 5.
+GROUPS = {0: 2, 1: 2, 2: 1}
+
+
+def _missing_prerequisites() -> List[str]:
+    missing = []
+    if not (PG_BIN / "postgres").exists():
+        missing.append(f"PostgreSQL 15 server binaries in {PG_BIN}")
+    if shutil.which(ETCD_BIN) is None:
+        missing.append(f"etcd ({ETCD_BIN}; Debian package etcd-server)")
+    share = subprocess.run([str(PG_BIN / "pg_config"), "--sharedir"], capture_output=True,
+                           text=True).stdout.strip()
+    if not os.path.exists(os.path.join(share, "extension", "citus.control")):
+        missing.append("a citus extension (./dev installs tests/citus_stub when real Citus "
+                       "is absent)")
+    command = PatroniCommand()
+    module = "citus_ha.patroni" if command.kind == "drop-in" else "patroni"
+    probe = subprocess.run([sys.executable, "-c", f"import patroni, {module}"],
+                           capture_output=True, text=True, **RunAs().popen_kwargs())
+    if probe.returncode != 0:
+        missing.append(f"{module} importable by the user Patroni runs as with {sys.executable} "
+                       f"(pip install './python[test,patroni]'; as root the virtualenv must "
+                       f"be readable by the postgres user): {probe.stderr.strip()[-300:]}")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    if not os.environ.get("CITUS_HA_E2E"):
+        pytest.skip("the real Patroni cluster suite runs with CITUS_HA_E2E=1 (./dev test)")
+    missing = _missing_prerequisites()
+    if missing:
+        pytest.fail("the Patroni cluster suite needs: " + "; ".join(missing))
+    c = Cluster.prepare(GROUPS)
+    request.config.stash[_CLUSTER] = c
+    try:
+        c.boot()
+        yield c
+    finally:
+        c.stop()
+        failed = request.session.testsfailed > 0
+        c.remove(keep_logs=failed)
+        if failed:
+            print(f"\nPatroni cluster logs kept in {c.base}", file=sys.stderr)
+
+
+_CLUSTER = pytest.StashKey[Cluster]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    c = item.config.stash.get(_CLUSTER, None)
+    if c is None or not report.failed:
+        return
+    for name, text in c.logs():
+        report.sections.append((f"log {name}", text))
