@@ -11,7 +11,8 @@ import time
 from typing import List, Optional
 
 import psycopg
-from patroni_cluster import SCOPE, TTL, Cluster, LogEntry, Member, Writer, wait_for
+
+from .patroni_cluster import SCOPE, TTL, Cluster, LogEntry, Member, Writer, wait_for
 
 
 def other(cluster: Cluster, m: Member) -> Member:
