@@ -67,6 +67,20 @@ def wait_for(what: str, probe: Callable[[], Optional[T]], timeout: float,
         time.sleep(interval)
 
 
+def scratch_dir() -> Optional[str]:
+    """Where the cluster's files go: CITUS_HA_E2E_TMP, else /dev/shm when it is a large
+    tmpfs (initdb, base backups and removing five data directories are several times faster
+    there than on a disk with online discard), else the system's temporary directory."""
+    chosen = os.environ.get("CITUS_HA_E2E_TMP")
+    if chosen:
+        return chosen
+    with contextlib.suppress(OSError):
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= 2 << 30:
+            return "/dev/shm"
+    return None
+
+
 def free_ports(n: int) -> List[int]:
     """`n` distinct loopback ports that were free a moment ago (all held open while picking)."""
     with contextlib.ExitStack() as stack:
@@ -340,7 +354,7 @@ class Cluster:
         group g; `boot` starts them."""
         run_as = RunAs()
         command = PatroniCommand()
-        base = Path(tempfile.mkdtemp(prefix="citus-ha-e2e-"))
+        base = Path(tempfile.mkdtemp(prefix="citus-ha-e2e-", dir=scratch_dir()))
         os.chmod(base, 0o755)
         cluster = cls(base, run_as, command, Etcd(base))
         for g, count in sorted(groups.items()):
@@ -384,6 +398,12 @@ class Cluster:
         down, telling the coordinator first when it leads a worker group)."""
         if m.proc is not None:
             stop_process(m.proc, timeout)
+
+    def _timed_stop(self, m: Member) -> None:
+        started = time.monotonic()
+        self.stop_member(m, 30)
+        with open(self.base / "teardown.log", "a") as log:
+            log.write(f"{m.name} stopped in {time.monotonic() - started:.1f} s\n")
 
     def group(self, g: int) -> List[Member]:
         return [m for m in self.members if m.group == g]
@@ -488,9 +508,9 @@ class Cluster:
     def stop(self) -> None:
         """Stops everything, coordinators first (so that the workers' goodbyes find no
         coordinator to wait for), then any PostgreSQL left behind, then etcd."""
-        for g in (0, 1):
-            procs = [m for m in self.members if (m.group == 0) == (g == 0)]
-            threads = [threading.Thread(target=self.stop_member, args=(m, 30)) for m in procs]
+        for coordinators in (True, False):
+            procs = [m for m in self.members if (m.group == 0) == coordinators]
+            threads = [threading.Thread(target=self._timed_stop, args=(m,)) for m in procs]
             for t in threads:
                 t.start()
             for t in threads:
@@ -504,9 +524,12 @@ class Cluster:
         if not keep_logs:
             shutil.rmtree(self.base, ignore_errors=True)
             return
-        shutil.rmtree(self.etcd.data, ignore_errors=True)
-        for m in self.members:
-            shutil.rmtree(m.data_dir, ignore_errors=True)
+        dirs = [self.etcd.data] + [m.data_dir for m in self.members]
+        threads = [threading.Thread(target=shutil.rmtree, args=(d, True)) for d in dirs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def logs(self, tail: int = 150) -> Iterator[Tuple[str, str]]:
         """(name, last `tail` lines) of every log the cluster wrote."""
