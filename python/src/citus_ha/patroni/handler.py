@@ -131,8 +131,10 @@ class CitusHandler(Citus, AbstractMPPHandler):
             if self._owner is None:
                 timing = _timing()
                 coordinator = self.is_coordinator()
+                # Patroni asks for the GUCs while it builds its Postgresql object, before
+                # that object has a connection_string; the heartbeats bring it later.
                 self._owner = Owner(self.citus, self._postgresql.name,
-                                    self._postgresql.connection_string or "",
+                                    getattr(self._postgresql, "connection_string", None) or "",
                                     self._session(timing) if coordinator else None,
                                     timing=timing, load_policy=Policy.load)
                 self._owner.start()
