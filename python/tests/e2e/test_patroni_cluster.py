@@ -70,6 +70,10 @@ def test_1_coordinator_registers_every_primary_and_replica(cluster: Cluster) -> 
         assert rows[g] == {m.address: "primary" if m.name.endswith("m0") else "secondary"
                            for m in cluster.group(g)}, rows
     assert rows[2] == {cluster.member("g2m0").address: "primary"}, rows
+    # The Citus handler is the one asked for: the drop-in says so when it takes over.
+    coordinator_log = cluster.member("g0m0").patroni_log.read_text()
+    assert ("citus-ha policy" in coordinator_log) == (cluster.command.kind == "drop-in"), (
+        f"{cluster.command.kind} Patroni expected on g0m0")
     # The coordinator's Citus handler wrote them, through the Citus functions.
     stmts = cluster.handler_statements(0, members=[cluster.member("g0m0")])
     for m in cluster.group(1) + cluster.group(2):
