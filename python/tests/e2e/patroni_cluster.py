@@ -532,13 +532,16 @@ class Cluster:
             t.join()
 
     def logs(self, tail: int = 150) -> Iterator[Tuple[str, str]]:
-        """(name, last `tail` lines) of every log the cluster wrote."""
+        """(name, last `tail` lines) of every log the cluster wrote, without the statements of
+        Patroni's own monitoring (several a second, in the `postgres` database); the files on
+        disk keep everything."""
         paths = [self.etcd.log_path]
         for m in self.members:
             paths += [m.patroni_log, m.pg_log]
         for p in paths:
             if p.exists():
-                lines = p.read_text(errors="replace").splitlines()
+                lines = [line for line in p.read_text(errors="replace").splitlines()
+                         if "db=postgres app=Patroni" not in line]
                 yield str(p), "\n".join(lines[-tail:])
 
 
