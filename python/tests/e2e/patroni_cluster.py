@@ -505,6 +505,11 @@ class Cluster:
                 done.append(e.at)
         return list(zip(asked, done))
 
+    def ready(self, m: Member, since: float) -> List[float]:
+        """When member m's PostgreSQL began accepting writes (after a start or a promotion)."""
+        return [e.at for e in read_pg_log(m.pg_log)
+                if e.at >= since and e.msg == "database system is ready to accept connections"]
+
     def stop(self) -> None:
         """Stops everything, coordinators first (so that the workers' goodbyes find no
         coordinator to wait for), then any PostgreSQL left behind, then etcd."""
@@ -603,6 +608,6 @@ class Writer:
         self._conn.close()
         return self.inserts
 
-    def blocked_across(self, at: float) -> List[Insert]:
+    def held_across(self, at: float) -> List[Insert]:
         """The inserts that were sent before `at` and finished after it."""
         return [i for i in self.inserts if i.started < at < i.finished]
