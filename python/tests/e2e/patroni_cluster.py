@@ -81,6 +81,46 @@ def scratch_dir() -> Optional[str]:
     return None
 
 
+def orphan_guard() -> List[str]:
+    """A prefix for the commands of long-lived processes: they get SIGTERM when the test
+    process dies, however it dies (a finalizer does not run on SIGTERM or SIGKILL), so no
+    Patroni or etcd outlives a killed run. Must be used from the thread that stays (the
+    signal fires when the forking thread exits)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
+OWNER_FILE = "owner.pid"
+
+
+def reap_stale_runs(scratch: Path) -> None:
+    """Kills what a killed run left behind: a Patroni that was mid-switchover when its etcd
+    went away does not exit on SIGTERM, so `orphan_guard` is not always enough. A run's
+    directory names the test process that owns it; when that process is gone, every process
+    whose command line names the directory is SIGKILLed and its data directories removed
+    (the logs stay)."""
+    for base in scratch.glob("citus-ha-e2e-*"):
+        try:
+            owner = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{owner}").exists():
+            continue
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(base).encode() in cmdline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        for data in [base / "etcd", *base.glob("*/data")]:
+            shutil.rmtree(data, ignore_errors=True)
+        (base / OWNER_FILE).unlink()
+
+
 def free_ports(n: int) -> List[int]:
     """`n` distinct loopback ports that were free a moment ago (all held open while picking)."""
     with contextlib.ExitStack() as stack:
@@ -173,7 +213,7 @@ class Etcd:
         client = f"http://{HOST}:{self.client_port}"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [ETCD_BIN, "--name", "e2e", "--data-dir", str(self.data),
+                [*orphan_guard(), ETCD_BIN, "--name", "e2e", "--data-dir", str(self.data),
                  "--listen-client-urls", client, "--advertise-client-urls", client,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                  "--initial-cluster", f"e2e={peer}", "--initial-cluster-state", "new"],
@@ -354,8 +394,10 @@ class Cluster:
         group g; `boot` starts them."""
         run_as = RunAs()
         command = PatroniCommand()
+        reap_stale_runs(Path(scratch_dir() or tempfile.gettempdir()))
         base = Path(tempfile.mkdtemp(prefix="citus-ha-e2e-", dir=scratch_dir()))
         os.chmod(base, 0o755)
+        (base / OWNER_FILE).write_text(str(os.getpid()))
         cluster = cls(base, run_as, command, Etcd(base))
         for g, count in sorted(groups.items()):
             for i in range(count):
@@ -388,7 +430,8 @@ class Cluster:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "HOME": str(m.dir), "PYTHONUNBUFFERED": "1"}
         with open(m.patroni_log, "ab") as log:
-            m.proc = subprocess.Popen(self.command.argv(m.config_path), cwd=m.dir, env=env,
+            m.proc = subprocess.Popen([*orphan_guard(), *self.command.argv(m.config_path)],
+                                      cwd=m.dir, env=env,
                                       stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True, **self.run_as.popen_kwargs())
         m.started += 1
