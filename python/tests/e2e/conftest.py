@@ -16,7 +16,8 @@ from typing import Iterator, List
 
 import pytest
 
-from .patroni_cluster import ETCD_BIN, PG_BIN, Cluster, PatroniCommand, RunAs
+from .patroni_cluster import ETCD_BIN, PG_BIN, Cluster, PatroniCommand
+from .processes import RunAs
 
 # Coordinator (group 0) and worker group 1 of two members each; group 2, a single member, is
 # the group whose primary is shut down mid-pause in case 5.

@@ -1,39 +1,44 @@
 """A real Patroni Citus cluster on loopback: one etcd, Patroni 4.1.x members that each run their
-own PostgreSQL 15, and what the end-to-end cases observe it with (pg_dist_node, the members'
-REST API, PostgreSQL's logs, a writing client).
+own PostgreSQL 15, and what the cases observe it with (pg_dist_node, the members' REST API,
+PostgreSQL's logs).
 
 Everything listens on 127.0.0.1 on ports picked free at start. Every wait is bounded. PostgreSQL
 refuses to run as root, so when the tests run as root Patroni runs as the `postgres` user; its
-files live in one temporary directory owned by that user.
+files live in one scratch directory per run (see `processes.new_run_dir`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pwd
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import psycopg
 
+from .pglog import LOG_LINE_PREFIX, LogEntry, read_pg_log
+from .processes import (
+    HOST,
+    RunAs,
+    free_ports,
+    kill_postmaster,
+    new_run_dir,
+    orphan_guard,
+    stop_process,
+    wait_for,
+)
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 ETCD_BIN = os.environ.get("ETCD_BIN", "etcd")
-HOST = "127.0.0.1"
 SCOPE = "e2e"
 DATABASE = "citus"
 PASSWORD = "e2e-secret"
@@ -43,161 +48,6 @@ PASSWORD = "e2e-secret"
 TTL = 20
 LOOP_WAIT = 1
 RETRY_TIMEOUT = 5
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], Optional[T]], timeout: float,
-             interval: float = 0.2) -> T:
-    """Polls `probe` until it returns something other than None (or False), at most `timeout`
-    seconds; a probe that raises counts as not yet. Fails naming `what` and the last answer."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value is not None and value is not False:
-                return value
-            last = value
-        except Exception as e:  # a probe of a cluster in motion may fail
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; "
-                                 f"last answer: {last!r}")
-        time.sleep(interval)
-
-
-def scratch_dir() -> Optional[str]:
-    """Where the cluster's files go: CITUS_HA_E2E_TMP, else /dev/shm when it is a large
-    tmpfs (initdb, base backups and removing five data directories are several times faster
-    there than on a disk with online discard), else the system's temporary directory."""
-    chosen = os.environ.get("CITUS_HA_E2E_TMP")
-    if chosen:
-        return chosen
-    with contextlib.suppress(OSError):
-        st = os.statvfs("/dev/shm")
-        if st.f_bavail * st.f_frsize >= 2 << 30:
-            return "/dev/shm"
-    return None
-
-
-def orphan_guard() -> List[str]:
-    """A prefix for the commands of long-lived processes: they get SIGTERM when the test
-    process dies, however it dies (a finalizer does not run on SIGTERM or SIGKILL), so no
-    Patroni or etcd outlives a killed run. Must be used from the thread that stays (the
-    signal fires when the forking thread exits)."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
-OWNER_FILE = "owner.pid"
-
-
-def reap_stale_runs(scratch: Path) -> None:
-    """Kills what a killed run left behind: a Patroni that was mid-switchover when its etcd
-    went away does not exit on SIGTERM, so `orphan_guard` is not always enough. A run's
-    directory names the test process that owns it; when that process is gone, every process
-    whose command line names the directory is SIGKILLed and its data directories removed
-    (the logs stay)."""
-    for base in scratch.glob("citus-ha-e2e-*"):
-        try:
-            owner = int((base / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if Path(f"/proc/{owner}").exists():
-            continue
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(base).encode() in cmdline:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(proc.name), signal.SIGKILL)
-        for data in [base / "etcd", *base.glob("*/data")]:
-            shutil.rmtree(data, ignore_errors=True)
-        (base / OWNER_FILE).unlink()
-
-
-def free_ports(n: int) -> List[int]:
-    """`n` distinct loopback ports that were free a moment ago (all held open while picking)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-class RunAs:
-    """Who runs Patroni and PostgreSQL: `postgres` when the tests run as root, else the caller."""
-
-    def __init__(self) -> None:
-        self.user: Optional[str] = None
-        self.uid, self.gid = os.getuid(), os.getgid()
-        if os.getuid() == 0:
-            pw = pwd.getpwnam("postgres")
-            self.user, self.uid, self.gid = "postgres", pw.pw_uid, pw.pw_gid
-
-    def popen_kwargs(self) -> Dict[str, object]:
-        if self.user is None:
-            return {}
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
-
-    def own(self, path: Path) -> None:
-        if self.user is not None:
-            os.chown(path, self.uid, self.gid)
-
-
-# --- PostgreSQL's log -------------------------------------------------------------------------
-
-LOG_LINE_PREFIX = "%m [%p] db=%d app=%a: "
-_LOG_LINE = re.compile(
-    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(?P<pid>\d+)\] db=(?P<db>\S*) "
-    r"app=(?P<app>.*?): (?P<level>[A-Z]+\d?):  (?P<msg>.*)$")
-_DURATION = re.compile(r"^duration: [0-9.]+ ms  (?:statement|execute [^:]*): (?P<sql>.*)$")
-
-
-@dataclass
-class LogEntry:
-    """One message of a PostgreSQL log; `detail` holds the DETAIL line that followed it (for a
-    statement run with bound parameters, their values)."""
-
-    at: float  # unix time
-    pid: int
-    db: str
-    app: str
-    level: str
-    msg: str
-    detail: str = ""
-
-    @property
-    def sql(self) -> Optional[str]:
-        """The statement of a `log_min_duration_statement` line: logged once it has finished."""
-        m = _DURATION.match(self.msg)
-        return m.group("sql") if m else None
-
-    @property
-    def text(self) -> str:
-        return f"{self.msg} {self.detail}"
-
-
-def read_pg_log(path: Path) -> List[LogEntry]:
-    entries: List[LogEntry] = []
-    if not path.exists():
-        return entries
-    for line in path.read_text(errors="replace").splitlines():
-        m = _LOG_LINE.match(line)
-        if not m:
-            continue  # a continuation line of a multi-line message
-        if m.group("level") == "DETAIL" and entries and entries[-1].pid == int(m.group("pid")):
-            entries[-1].detail = m.group("msg")
-            continue
-        at = datetime.strptime(m.group("ts") + "+0000", "%Y-%m-%d %H:%M:%S.%f%z").timestamp()
-        entries.append(LogEntry(at, int(m.group("pid")), m.group("db"), m.group("app"),
-                                m.group("level"), m.group("msg")))
-    return entries
 
 
 # --- etcd -------------------------------------------------------------------------------------
@@ -230,19 +80,6 @@ class Etcd:
         stop_process(self.proc, 10)
 
 
-def stop_process(proc: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM, then SIGKILL of the whole process group after `timeout` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 # --- Patroni members --------------------------------------------------------------------------
 
 @dataclass
@@ -255,7 +92,6 @@ class Member:
     api_port: int
     dir: Path
     proc: Optional[subprocess.Popen] = None
-    started: int = 0
 
     @property
     def config_path(self) -> Path:
@@ -394,10 +230,7 @@ class Cluster:
         group g; `boot` starts them."""
         run_as = RunAs()
         command = PatroniCommand()
-        reap_stale_runs(Path(scratch_dir() or tempfile.gettempdir()))
-        base = Path(tempfile.mkdtemp(prefix="citus-ha-e2e-", dir=scratch_dir()))
-        os.chmod(base, 0o755)
-        (base / OWNER_FILE).write_text(str(os.getpid()))
+        base = new_run_dir()
         cluster = cls(base, run_as, command, Etcd(base))
         for g, count in sorted(groups.items()):
             for i in range(count):
@@ -434,7 +267,6 @@ class Cluster:
                                       cwd=m.dir, env=env,
                                       stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True, **self.run_as.popen_kwargs())
-        m.started += 1
 
     def stop_member(self, m: Member, timeout: float = 40) -> None:
         """Stops a member's Patroni as a service manager would (SIGTERM: it shuts PostgreSQL
@@ -591,66 +423,3 @@ class Cluster:
                 lines = [line for line in p.read_text(errors="replace").splitlines()
                          if "db=postgres app=Patroni" not in line]
                 yield str(p), "\n".join(lines[-tail:])
-
-
-def kill_postmaster(data_dir: Path) -> None:
-    """SIGKILLs a postmaster still running in `data_dir` (its children exit with it)."""
-    pid_file = data_dir / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
-# --- the client -------------------------------------------------------------------------------
-
-@dataclass
-class Insert:
-    key: int
-    started: float
-    finished: float
-    error: Optional[str] = None
-
-
-class Writer:
-    """A client inserting rows through the coordinator into a group's shards (with the
-    emulation, `citus_emulation.shard_<group>`, which a pause of that group blocks), one
-    autocommitted statement at a time, until stopped."""
-
-    def __init__(self, coordinator: Member, group: int, tag: str) -> None:
-        self.tag = tag
-        self.table = f"citus_emulation.shard_{group}"
-        self.inserts: List[Insert] = []
-        self._stop = threading.Event()
-        self._conn = psycopg.connect(coordinator.dsn("e2e-client"), autocommit=True)
-        # Bounded: a write blocked longer than this is a failure, not a hang.
-        self._conn.execute("SET statement_timeout = '60s'")
-        self._thread = threading.Thread(target=self._run, name=f"writer-{tag}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        key = 0
-        while not self._stop.is_set():
-            key += 1
-            started = time.time()
-            try:
-                self._conn.execute(f"INSERT INTO {self.table} (key, value) VALUES (%s, %s)",
-                                   (key, self.tag))
-                self.inserts.append(Insert(key, started, time.time()))
-            except psycopg.Error as e:
-                self.inserts.append(Insert(key, started, time.time(), repr(e)))
-                if self._conn.broken:
-                    return
-            self._stop.wait(0.02)
-
-    def stop(self) -> List[Insert]:
-        self._stop.set()
-        self._thread.join(70)
-        self._conn.close()
-        return self.inserts
-
-    def held_across(self, at: float) -> List[Insert]:
-        """The inserts that were sent before `at` and finished after it."""
-        return [i for i in self.inserts if i.started < at < i.finished]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .patroni_cluster import read_pg_log
+from .pglog import read_pg_log
 
 ROOT = Path(__file__).resolve().parents[3]
 STUB = ROOT / "tests" / "citus_stub"

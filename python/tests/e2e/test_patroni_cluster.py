@@ -12,7 +12,10 @@ from typing import List, Optional
 
 import psycopg
 
-from .patroni_cluster import SCOPE, TTL, Cluster, LogEntry, Member, Writer, wait_for
+from .client import Writer
+from .patroni_cluster import SCOPE, TTL, Cluster, Member
+from .pglog import LogEntry
+from .processes import wait_for
 
 
 def other(cluster: Cluster, m: Member) -> Member:
