@@ -357,6 +357,37 @@ def test_every_component_call_and_statement_runs_on_the_owner_thread(coordinator
     assert {t for t, _, _ in conn.log} == {"citus-ha-owner"}
 
 
+def test_without_an_owner_thread_one_caller_at_a_time_is_in_the_policy(monkeypatch: Any
+                                                                       ) -> None:
+    h = handler(FakePostgresql(FakePool(FakeConnection())), group=2)
+    inside: List[int] = []
+    overlaps: List[int] = []
+    original = Instance.call
+
+    def spy(self: Instance, name: str, *args: Any) -> Any:
+        inside.append(1)
+        if len(inside) > 1:
+            overlaps.append(len(inside))
+        time.sleep(0.002)
+        try:
+            return original(self, name, *args)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(Instance, "call", spy)
+
+    def gucs() -> None:
+        for _ in range(5):
+            h.adjust_postgres_gucs({"max_connections": 100, "max_prepared_transactions": 0})
+
+    threads = [threading.Thread(target=gucs) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert h.owner is not None and h.owner.thread is None and overlaps == []
+
+
 def test_sync_meta_data_never_waits_for_the_database(coordinator: Any) -> None:
     h, conn, _ = coordinator
     conn.block = "citus_add_node"
@@ -510,7 +541,6 @@ def test_bootstrap_runs_the_policys_plan_with_bound_parameters(coordinator: Any,
     class Cursor:
         def __init__(self, db: Optional[str]) -> None:
             self.db = db
-            self.last: Any = None
 
         def __enter__(self) -> Cursor:
             return self
@@ -520,10 +550,6 @@ def test_bootstrap_runs_the_policys_plan_with_bound_parameters(coordinator: Any,
 
         def execute(self, sql: str, params: Any = None) -> None:
             ran.append((threading.current_thread().name, self.db, sql, params))
-            self.last = params
-
-        def fetchone(self) -> Any:
-            return (f'CREATE DATABASE "{self.last[0]}"',)
 
     class Conn:
         def __init__(self, **kw: Any) -> None:
@@ -536,10 +562,12 @@ def test_bootstrap_runs_the_policys_plan_with_bound_parameters(coordinator: Any,
             pass
 
     monkeypatch.setattr("patroni.postgresql.mpp.citus.connect", lambda **kw: Conn(**kw))
+    monkeypatch.setattr("patroni.postgresql.mpp.citus.quote_ident",
+                        lambda name, conn: '"' + name.replace('"', '""') + '"')
+    # Bootstrap comes before this node leads: no owner thread yet, it runs on the caller's.
     h.bootstrap()
-    assert {t for t, *_ in ran} == {"citus-ha-owner"}
+    assert h.owner.thread is None and {t for t, *_ in ran} == {"MainThread"}
     assert [(db, sql.split("(")[0], p) for _, db, sql, p in ran] == [
-        (None, "SELECT pg_catalog.format", ("citus",)),
         (None, 'CREATE DATABASE "citus"', None),
         ("citus", "CREATE EXTENSION IF NOT EXISTS citus", None),
         ("citus", "INSERT INTO pg_catalog.pg_dist_authinfo VALUES ", ("password=secret",)),

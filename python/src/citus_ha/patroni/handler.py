@@ -6,10 +6,13 @@ id, the group key pattern); `CitusHandler` is what Patroni's `Postgresql` gets f
 subclass whose name starts with the class name). Their `type` is `Citus`, as Patroni's code
 and its REST endpoint expect.
 
-Every decision is the policy component's, made on one owner thread (`owner.py`); the
+Every decision is the policy component's. On the coordinator, from the first heartbeat on,
+one owner thread (`owner.py`) makes every component call and runs every statement; the
 methods Patroni calls from its heartbeat and REST threads only hand their inputs over, and
 only `handle_event(before_demote)`, `bootstrap`, `adjust_postgres_gucs` and
-`ignore_replication_slot` wait for an answer, each with a bound.
+`ignore_replication_slot` wait for an answer, each with a bound. A worker (or a coordinator
+before it leads) has no state machine to run and no owner thread: its pure calls run on the
+thread that asks, one at a time under the owner's lock.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
 from patroni.postgresql.mpp import AbstractMPPHandler
@@ -111,7 +115,8 @@ class CitusHandler(Citus, AbstractMPPHandler):
 
     @property
     def owner(self) -> Optional[Owner]:
-        """The owner thread, once something needed it (the first heartbeat, call or event)."""
+        """The owner, once something needed the policy; its thread runs from the first
+        heartbeat on (a worker's pure calls run on the thread that asks, one at a time)."""
         return self._owner
 
     def _session(self, timing: Timing) -> PatroniSession:
@@ -131,13 +136,15 @@ class CitusHandler(Citus, AbstractMPPHandler):
             if self._owner is None:
                 timing = _timing()
                 coordinator = self.is_coordinator()
-                # Patroni asks for the GUCs while it builds its Postgresql object, before
-                # that object has a connection_string; the heartbeats bring it later.
+                # Patroni asks for GUCs before it knows its connection string: the first
+                # heartbeat hands the string over.
+                url = getattr(self._postgresql, "connection_string", None)
                 self._owner = Owner(self.citus, self._postgresql.name,
-                                    getattr(self._postgresql, "connection_string", None) or "",
+                                    url if isinstance(url, str) else "",
                                     self._session(timing) if coordinator else None,
                                     timing=timing, load_policy=Policy.load)
-                self._owner.start()
+                # A handler Patroni let go of (a new Postgresql object) stops its thread.
+                weakref.finalize(self, self._owner.stop, 0)
             return self._owner
 
     def _call(self, what: str, fn: Any, timeout: float) -> Any:
@@ -153,8 +160,10 @@ class CitusHandler(Citus, AbstractMPPHandler):
         """Hands this loop's DCS view over to the owner; returns at once."""
         if not self.is_coordinator():
             return
-        self._owner_for().heartbeat(functools.partial(cluster_bodies, cluster),
-                                    self._postgresql.connection_string or "", _timing())
+        owner = self._owner_for()
+        owner.heartbeat(functools.partial(cluster_bodies, cluster),
+                        self._postgresql.connection_string or "", _timing())
+        owner.start()
 
     def on_demote(self) -> None:
         """The coordinator stops leading: its session (and a pause it holds) is dropped."""
@@ -255,28 +264,28 @@ class CitusHandler(Citus, AbstractMPPHandler):
         self._call("bootstrap", run, BOOTSTRAP_WAIT)
 
 
-def _connect(**kwargs: Any) -> Any:
-    # Patroni's own connect (autocommit, its driver), looked up where the reference handler
-    # imports it, so a test that replaces the reference's connection replaces ours too.
+def _patroni_sql() -> Any:
+    # Patroni's own `connect` (autocommit, its driver) and `quote_ident` (the driver's
+    # identifier quoting), looked up where the reference handler imports them, so that a
+    # test replacing the reference's replaces ours too.
     from patroni.postgresql.mpp import citus as stock
 
-    return stock.connect(**kwargs)
+    return stock
 
 
 def _run_bootstrap(steps: List[BootstrapStep], conn_kwargs: Dict[str, Any],
                    database: str) -> None:
     creates = [s for s in steps if isinstance(s, CreateDatabase)]
     rest = [s for s in steps if not isinstance(s, CreateDatabase)]
+    sql = _patroni_sql()
     if creates:
-        conn = _connect(**conn_kwargs)
+        conn = sql.connect(**conn_kwargs)
         try:
             with conn.cursor() as cur:
                 for s in creates:
-                    cur.execute("SELECT pg_catalog.format('CREATE DATABASE %%I', %s::text)",
-                                (s.name,))
-                    row = cur.fetchone()
+                    # An identifier cannot be a bound parameter: the driver quotes it.
                     try:
-                        cur.execute(row[0])
+                        cur.execute(f"CREATE DATABASE {sql.quote_ident(s.name, conn)}")
                     except Exception as e:
                         if _sqlstate(e) != "42P04":  # duplicate_database: it exists already
                             raise
@@ -285,7 +294,7 @@ def _run_bootstrap(steps: List[BootstrapStep], conn_kwargs: Dict[str, Any],
             conn.close()
     if not rest:
         return
-    conn = _connect(**{**conn_kwargs, "dbname": database})
+    conn = sql.connect(**{**conn_kwargs, "dbname": database})
     try:
         with conn.cursor() as cur:
             for s in rest:

@@ -1,12 +1,18 @@
-"""The owner: the one thread that calls the policy component and runs its statements.
+"""The owner: the one place that calls the policy component and runs its statements.
 
 A wasmtime Store is not to be entered from two threads, and Patroni's heartbeat loop must
 never wait on the database, so Patroni's threads only hand inputs over: the latest DCS view
 (older ones still waiting are dropped), worker events, demote and reload, and calls of the
-policy's pure functions. The owner applies them in order, runs the turn they call for on the
-metadata session, answers the callers waiting for an event's task, and wakes on its own for
-the policy's timers. Every wait has a bound: the owner's (the policy's next timer, `loop_wait`,
-the view's age limit `ttl`) and each caller's (its own timeout).
+policy's pure functions. From the first heartbeat on, a coordinator's owner thread applies
+them in order, runs the turn they call for on the metadata session, answers the callers
+waiting for an event's task, and wakes on its own for the policy's timers.
+
+Before there is an owner thread (a worker never needs one; a coordinator not yet leading has
+no state machine to run) a pure call (GUCs, slots, the bootstrap plan) runs on the thread
+that asks, under the owner's lock, so that still only one thread at a time is in the Store.
+
+Every wait has a bound: the owner's (the policy's next timer, `loop_wait`, the view's age
+limit `ttl`) and each caller's (its own timeout).
 """
 
 from __future__ import annotations
@@ -140,6 +146,9 @@ class OwnerStats:
     statements: int = 0
     traps: int = 0
     stale_resets: int = 0
+    #: Owner-thread time (s) of the last heartbeat: writing the view, the policy's call and
+    #: the turn it called for.
+    last_heartbeat_seconds: float = 0.0
     errors: List[str] = field(default_factory=list)
 
 
@@ -175,6 +184,9 @@ class Owner:
         self._stale = False
         #: True while the owner waits for input (under `_cond`).
         self._waiting = False
+        #: Held by whoever is in the policy: the owner thread while it works, or a caller
+        #: making a pure call before there is an owner thread.
+        self._lock = threading.RLock()
 
     # ----- any thread ---------------------------------------------------------------------
 
@@ -183,7 +195,7 @@ class Owner:
         return self._thread
 
     def start(self) -> None:
-        """Starts the thread (once); the policy loads on it."""
+        """Starts the owner thread (once): from then on it makes every call."""
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="citus-ha-owner",
@@ -218,20 +230,47 @@ class Owner:
             self._cond.notify()
 
     def call(self, fn: Callable[[Policy], T], timeout: float) -> T:
-        """Runs `fn` with the policy on the owner's thread, between statements; raises what
-        it raised, or `OwnerTimeout` after `timeout` seconds."""
-        self.start()
+        """Runs `fn` with the policy: on the owner thread between two statements once it runs,
+        else on this thread under the owner's lock. Raises what `fn` raised, or `OwnerTimeout`
+        after `timeout` seconds."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            if self._unavailable is not None:
+                raise self._unavailable
+            if not self._lock.acquire(timeout=max(0.0, timeout)):
+                raise OwnerTimeout(f"the policy was busy for {timeout:.1f} s")
+            try:
+                # Checked again under the lock: the thread may have started meanwhile.
+                if self._thread is None or not self._thread.is_alive():
+                    return fn(self._loaded())
+            finally:
+                self._lock.release()
         reply: Reply[T] = Reply()
         self._put(_Call(fn, reply), reply)
         return reply.result(timeout)
 
+    def _loaded(self) -> Policy:
+        """The policy, loaded on first use (under the owner's lock)."""
+        if self._policy is None:
+            try:
+                self._policy = self._load_policy()
+                self._policy.validate_config({"group": self.config.group,
+                                              "database": self.config.database})
+            except Exception as e:
+                self._policy = None
+                why = OwnerUnavailable(f"the citus-ha policy did not start: {e}")
+                log.error("%s", why)
+                raise why from e
+        return self._policy
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Ends the thread after the message it is on (closing the session)."""
+        """Ends the thread after the message it is on (closing the session); waits for it up
+        to `timeout` seconds (0: does not wait)."""
         with self._cond:
             self._inbox.append(_Stop())
             self._cond.notify()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if timeout > 0 and thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     def wait_idle(self, timeout: float) -> bool:
@@ -260,14 +299,13 @@ class Owner:
 
     def _run(self) -> None:
         try:
-            policy = self._load_policy()
-            config = policy.validate_config({"group": self.config.group,
-                                             "database": self.config.database})
-            handler = (policy.handler(config, self.name, self._connect_url)
-                       if config.is_coordinator else None)
+            with self._lock:
+                policy = self._loaded()
+                handler = (policy.handler(self.config, self.name, self._connect_url)
+                           if self.config.is_coordinator else None)
         except Exception as e:
-            why = OwnerUnavailable(f"the citus-ha policy did not start: {e}")
-            log.error("%s", why)
+            why = e if isinstance(e, OwnerUnavailable) else OwnerUnavailable(
+                f"the citus-ha policy did not start: {e}")
             with self._cond:
                 self._unavailable = why
                 pending = list(self._inbox)
@@ -331,14 +369,19 @@ class Owner:
             messages = list(self._inbox)
             self._inbox.clear()
             heartbeat, self._heartbeat = self._heartbeat, None
-        for m in messages:
-            if isinstance(m, _Stop):
-                return False
-            self._apply(m)
-        if heartbeat is not None:
-            self._apply_heartbeat(heartbeat)
-        self._turn()
-        self._expire()
+        with self._lock:
+            for m in messages:
+                if isinstance(m, _Stop):
+                    return False
+                self._apply(m)
+            if heartbeat is not None:
+                t = time.perf_counter()
+                self._apply_heartbeat(heartbeat)
+                self._turn()
+                self.stats.last_heartbeat_seconds = time.perf_counter() - t
+            else:
+                self._turn()
+            self._expire()
         return True
 
     def _apply(self, m: _Message) -> None:
@@ -432,7 +475,7 @@ class Owner:
             batch = h.poll_statements(self._ms())
             while batch:
                 ran = True
-                results = self.session.execute(batch)
+                results = self._execute(batch)
                 self._record(batch, results)
                 self._serve_calls()
                 batch = h.handle_results(self._ms(), results)
@@ -452,6 +495,19 @@ class Owner:
             w = self._waiters.pop(ticket, None)
             if w is not None:
                 w.reply.set(w.outcome)
+
+    def _execute(self, batch: Batch) -> Results:
+        """The batch's results; a session that raises instead of answering (a bug, a driver
+        surprise) is dropped and its batch answered as a lost connection, so the policy
+        knows where it stands."""
+        assert self.session is not None
+        try:
+            return self.session.execute(batch)
+        except Exception as e:
+            log.exception("the metadata session failed: %r", e)
+            self.stats.errors.append(repr(e))
+            self._lose_session()
+            return Results(results=[Failed(f"the metadata session failed: {e!r}", None, True)])
 
     def _record(self, batch: Batch, results: Results) -> None:
         rs = results.results
