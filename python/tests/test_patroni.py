@@ -313,7 +313,7 @@ def test_heartbeat_registers_every_group_on_patronis_citus_connection(coordinato
     h.sync_meta_data(world())
     idle(h)
     assert pg.connection_pool.asked == [("citus", {
-        "dbname": "citus",
+        "dbname": "citus", "connect_timeout": 10,
         "options": "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=0"})]
     assert conn.sql() == ["SELECT nodeid, groupid, nodename, nodeport, noderole::text FROM "
                           "pg_catalog.pg_dist_node ORDER BY nodeid", "citus_add_node", "BEGIN",
@@ -634,3 +634,27 @@ def test_switchover_on_postgres_through_patronis_connection_pool(pg: Any) -> Non
         probe.close()
         h.owner.stop()
         pool.close()
+
+
+@pytest.mark.parametrize("yaml_group,env,refused", [
+    ("1", {}, False), ("'1'", {}, True), ("1.0", {}, True), ("null", {}, True),
+    ("'1'", {"PATRONI_CITUS_GROUP": "01"}, False), ("-1", {}, True)])
+def test_the_entry_point_checks_the_section_patroni_will_load(tmp_path: Any, monkeypatch: Any,
+                                                              yaml_group: str,
+                                                              env: Dict[str, str],
+                                                              refused: bool) -> None:
+    from citus_ha.patroni import preflight
+
+    monkeypatch.delenv("PATRONI_CITUS_GROUP", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cfg = tmp_path / "patroni.yml"
+    cfg.write_text(f"scope: s\ncitus:\n  group: {yaml_group}\n  database: citus\n")
+    if refused:
+        with pytest.raises(CitusSectionError, match=r"citus(\.group)?:"):
+            preflight.check([str(cfg)])
+    else:
+        preflight.check([str(cfg)])
+    # The variables Patroni consumes at load are still there for it.
+    for k, v in env.items():
+        assert __import__("os").environ[k] == v

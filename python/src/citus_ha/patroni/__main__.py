@@ -24,8 +24,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     from patroni.__main__ import main as patroni_main
 
+    from . import preflight
+
     sys.argv = ["patroni", *args]
     try:
+        preflight.check(args)
         patroni_main()
     except CitusSectionError as e:
         print(f"citus-ha: refusing to start Patroni: {e}", file=sys.stderr)

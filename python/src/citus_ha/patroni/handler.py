@@ -41,7 +41,7 @@ from ..policy import (
 from .dcs_view import cluster_bodies
 from .owner import Owner, OwnerTimeout, OwnerUnavailable, Timing, wait_bound
 from .section import CitusSection, CitusSectionError, read_section
-from .session import POOL_NAME, PatroniSession
+from .session import POOL_NAME, PatroniSession, sqlstate
 
 if TYPE_CHECKING:  # pragma: no cover
     from patroni.dcs import Cluster
@@ -121,9 +121,12 @@ class CitusHandler(Citus, AbstractMPPHandler):
 
     def _session(self, timing: Timing) -> PatroniSession:
         # Patroni's own pooled connection, as the reference handler gets it: Patroni's
-        # connection parameters (kept current on reload) and the Citus database.
+        # connection parameters (kept current on reload) and the Citus database. Connecting
+        # waits at most retry_timeout, a statement at most ttl; an open pause has no limit
+        # but the policy's deadline.
         conn = self._postgresql.connection_pool.get(POOL_NAME, {
             "dbname": self.citus.database,
+            "connect_timeout": max(1, int(timing.retry_timeout)),
             "options": f"-c statement_timeout={int(timing.ttl * 1000)} "
                        "-c idle_in_transaction_session_timeout=0"})
         return PatroniSession(conn, int(timing.ttl * 1000))
@@ -282,14 +285,14 @@ def _run_bootstrap(steps: List[BootstrapStep], conn_kwargs: Dict[str, Any],
         conn = sql.connect(**conn_kwargs)
         try:
             with conn.cursor() as cur:
-                for s in creates:
+                for create in creates:
                     # An identifier cannot be a bound parameter: the driver quotes it.
                     try:
-                        cur.execute(f"CREATE DATABASE {sql.quote_ident(s.name, conn)}")
+                        cur.execute(f"CREATE DATABASE {sql.quote_ident(create.name, conn)}")
                     except Exception as e:
-                        if _sqlstate(e) != "42P04":  # duplicate_database: it exists already
+                        if sqlstate(e) != "42P04":  # duplicate_database: it exists already
                             raise
-                        log.debug("database %s exists already", s.name)
+                        log.debug("database %s exists already", create.name)
         finally:
             conn.close()
     if not rest:
@@ -309,11 +312,3 @@ def _run_bootstrap(steps: List[BootstrapStep], conn_kwargs: Dict[str, Any],
     finally:
         conn.close()
 
-
-def _sqlstate(e: BaseException) -> Optional[str]:
-    for attr in ("sqlstate", "pgcode"):
-        v = getattr(e, attr, None)
-        if isinstance(v, str):
-            return v
-    v = getattr(getattr(e, "diag", None), "sqlstate", None)
-    return v if isinstance(v, str) else None

@@ -89,3 +89,19 @@ def read_section(section: Any) -> Union[CitusSection, NotCitus]:
     if not database.strip():
         raise CitusSectionError("citus.database", "must not be empty")
     return CitusSection(parse_group(group), database)
+
+
+def check_local_section(section: Any) -> None:
+    """Refuses (`CitusSectionError`) a `citus` section from Patroni's configuration file and
+    environment that stock Patroni would run without Citus, silently: besides what
+    `read_section` refuses or ignores, a group that is not an integer in YAML (`group: "1"`),
+    since Patroni's configuration loader drops such a section before anyone sees it."""
+    verdict = read_section(section)
+    if isinstance(verdict, NotCitus):
+        raise CitusSectionError("citus", f"{verdict.reason}; stock Patroni would run with "
+                                "Citus silently turned off")
+    group = section.get("group")
+    if isinstance(group, bool) or not isinstance(group, int):
+        raise CitusSectionError(
+            "citus.group", f"{group!r} is not a YAML integer: Patroni drops such a citus "
+            f"section and runs without Citus; write `group: {verdict.group}`")

@@ -49,7 +49,8 @@ _REMOVE_SQL = "SELECT pg_catalog.citus_remove_node(%s::text, %s::int)"
 _TIMEOUT_SQL = "SELECT pg_catalog.set_config('statement_timeout', %s::text, false)"
 
 
-def _sqlstate(e: BaseException) -> Optional[str]:
+def sqlstate(e: BaseException) -> Optional[str]:
+    """The SQLSTATE of a psycopg 3 or psycopg2 error, if it has one."""
     for attr in ("sqlstate", "pgcode"):
         v = getattr(e, attr, None)
         if isinstance(v, str):
@@ -146,7 +147,7 @@ class PatroniSession:
         except PostgresConnectionException as e:
             # Patroni closed the connection: the server rolls back what was open.
             self._lose()
-            return Failed(_message(e), _sqlstate(e.__cause__ or e), True)
+            return Failed(_message(e), sqlstate(e.__cause__ or e), True)
         except Exception as e:  # psycopg's errors (psycopg2 or psycopg 3, whichever Patroni runs)
             if not _is_driver_error(e):
                 raise
@@ -158,8 +159,8 @@ class PatroniSession:
                     self._nc.query("ROLLBACK")
                 except Exception:
                     self._lose()
-                    return Failed(_message(e), _sqlstate(e), True)
-            return Failed(_message(e), _sqlstate(e), False)
+                    return Failed(_message(e), sqlstate(e), True)
+            return Failed(_message(e), sqlstate(e), False)
 
     def execute(self, batch: Batch) -> Results:
         out: List[StatementResult] = []
