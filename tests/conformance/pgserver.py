@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +30,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _scratch() -> Optional[str]:
+    """Memory-backed /dev/shm when it has room (the databases are copied and thrown away by
+    the dozen; a disk shared with builds makes that slow), else the usual temporary dir."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if st.f_bavail * st.f_frsize > 2 << 30 and os.access("/dev/shm", os.W_OK) \
+        else None
+
+
 class PgServer:
     """A server with trust authentication for `postgres`, stopped by `stop()`."""
 
@@ -38,7 +50,7 @@ class PgServer:
         if not (PG_BIN / "initdb").exists():
             raise RuntimeError(f"no PostgreSQL 15 server binaries in {PG_BIN} (set PG_BIN; "
                                "Debian package postgresql-15)")
-        self.dir = Path(tempfile.mkdtemp(prefix="citus-ha-conformance-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="citus-ha-conformance-pg-", dir=_scratch()))
         self.user: Optional[str] = None
         if os.getuid() == 0:
             self.user = "postgres"
@@ -56,7 +68,7 @@ class PgServer:
                 [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port), "-k",
                  str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
                  "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=100"],
+                 "-c", "max_connections=100", "-c", "max_wal_size=256MB"],
                 stdout=log, stderr=subprocess.STDOUT, user=self.user)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -79,28 +91,43 @@ class PgServer:
     def url(self, db: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
-    def fresh_database(self, name: str, rows: Sequence[Row]) -> str:
-        """A new database copied from the template, with these pg_dist_node rows inserted
-        (the scenario's initial `metadata` step, which replay refuses with --db) and the node
-        id sequence after them; returns its URL."""
+    def create_database(self, name: str) -> None:
+        """A new database copied from the template."""
+        self._admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        # In memory a file copy is cheapest; on a disk, logging the pages beats its checkpoints.
+        strategy = "FILE_COPY" if str(self.dir).startswith("/dev/shm/") else "WAL_LOG"
+        self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE} STRATEGY {strategy}')
+
+    def rename_database(self, old: str, new: str) -> None:
+        if old != new:
+            self._admin.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+
+    def reset_database(self, name: str, rows: Sequence[Row]) -> None:
+        """Puts database `name` back to a fresh copy of the template with `rows` in
+        pg_dist_node: the node id sequence after them (at 1 when there are none), no pending
+        metadata sync, no shard tables. Cheaper than a new copy, so each scenario's database
+        serves every host in turn."""
         import psycopg
 
-        self._admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        self._admin.execute(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE} STRATEGY FILE_COPY')
-        if rows:
-            with psycopg.connect(self.url(name), autocommit=True) as c, c.transaction():
-                for nodeid, groupid, host, port, role in rows:
-                    c.execute(
-                        "INSERT INTO pg_catalog.pg_dist_node (nodeid, groupid, nodename, "
-                        "nodeport, noderole, hasmetadata, metadatasynced) VALUES "
-                        "(%s, %s, %s, %s, %s::text::noderole, %s = 'primary', true)",
-                        (nodeid, groupid, host, port, role, role))
+        with psycopg.connect(self.url(name), autocommit=True) as c, c.transaction():
+            c.execute("TRUNCATE citus_emulation.pending_metadata_sync")
+            for (table,) in c.execute(
+                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                    "WHERE schemaname = 'citus_emulation' AND tablename LIKE 'shard\\_%'"
+                    ).fetchall():
+                c.execute(f"DROP TABLE {table}")
+            c.execute("DELETE FROM pg_catalog.pg_dist_node")
+            for nodeid, groupid, host, port, role in rows:
+                c.execute(
+                    "INSERT INTO pg_catalog.pg_dist_node (nodeid, groupid, nodename, nodeport, "
+                    "noderole, hasmetadata, metadatasynced) VALUES "
+                    "(%s, %s, %s, %s, %s::text::noderole, %s = 'primary', true)",
+                    (nodeid, groupid, host, port, role, role))
+            if rows:
                 c.execute("SELECT setval('pg_catalog.pg_dist_node_nodeid_seq', %s::bigint)",
                           (max(r[0] for r in rows),))
-        return self.url(name)
-
-    def drop_database(self, name: str) -> None:
-        self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            else:
+                c.execute("SELECT setval('pg_catalog.pg_dist_node_nodeid_seq', 1, false)")
 
     def log_tail(self, n: int = 4000) -> str:
         try:
@@ -114,7 +141,8 @@ class PgServer:
             admin.close()
         proc = getattr(self, "proc", None)
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            # Immediate shutdown: nothing here is worth a shutdown checkpoint.
+            proc.send_signal(signal.SIGQUIT)
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import FAIL_KINDS, generate, generate_one  # noqa: E402
+from generate import FAIL_KINDS, generate, generate_one
 
 SWAP = "python/src/citus_ha/components/policy.wasm"
 

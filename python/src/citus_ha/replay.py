@@ -220,43 +220,48 @@ def replay(steps: List[Step], policy: Policy, db: Optional[str], out: IO[str],
                                  statement_timeout=limits.statement))
     session = FaultySession(inner)
     agent = Agent(handler, session)
-    now = 0
-    for step in steps[1:]:
-        try:
-            if step.op == "metadata":
-                session.inner.set_rows(step.args)
-            elif step.op == "sync":
-                agent.heartbeat(now, step.args)
-            elif step.op == "event":
-                cluster, body = step.args
-                try:
-                    outcome = agent.event(now, cluster, body)
-                except InvalidInput as e:
-                    _note(out, f"line {step.line}: event refused: {e}")
-                else:
-                    if isinstance(outcome, Discarded):
-                        err.write(f"line {step.line}: event discarded: {outcome.reason}\n")
-            elif step.op == "run":
-                def seen(s: Statement, r: StatementResult) -> None:
-                    out.write(statement_line(s, r) + "\n")
+    try:
+        now = 0
+        for step in steps[1:]:
+            try:
+                if step.op == "metadata":
+                    session.inner.set_rows(step.args)
+                elif step.op == "sync":
+                    agent.heartbeat(now, step.args)
+                elif step.op == "event":
+                    cluster, body = step.args
+                    try:
+                        outcome = agent.event(now, cluster, body)
+                    except InvalidInput as e:
+                        _note(out, f"line {step.line}: event refused: {e}")
+                    else:
+                        if isinstance(outcome, Discarded):
+                            err.write(f"line {step.line}: event discarded: {outcome.reason}\n")
+                elif step.op == "run":
+                    def seen(s: Statement, r: StatementResult) -> None:
+                        out.write(statement_line(s, r) + "\n")
 
-                agent.run_turn(now, seen)
-            elif step.op == "advance":
-                now += step.args
-            elif step.op == "fail":
-                session.arm(*step.args)
-            elif step.op == "demote":
-                agent.demote()
-            elif step.op == "rebuild":
-                agent.schedule_reload()
-            elif step.op == "swap":
-                try:
-                    agent.swap(Policy.load(step.args, limits=policy.limits))
-                except (CitusHaError, SwapRefused) as e:
-                    _note(out, f"line {step.line}: swap refused: {e}")
-        except PolicyTrap as e:
-            _note(out, f"line {step.line}: {e}")
-    out.write(final_line(session.rows()) + "\n")
+                    agent.run_turn(now, seen)
+                elif step.op == "advance":
+                    now += step.args
+                elif step.op == "fail":
+                    session.arm(*step.args)
+                elif step.op == "demote":
+                    agent.demote()
+                elif step.op == "rebuild":
+                    agent.schedule_reload()
+                elif step.op == "swap":
+                    try:
+                        agent.swap(Policy.load(step.args, limits=policy.limits))
+                    except (CitusHaError, SwapRefused) as e:
+                        _note(out, f"line {step.line}: swap refused: {e}")
+            except PolicyTrap as e:
+                _note(out, f"line {step.line}: {e}")
+        out.write(final_line(session.rows()) + "\n")
+    finally:
+        # A batch replays many files in one process: no connection outlives its scenario.
+        if isinstance(inner, PgSession):
+            inner.close()
 
 
 PolicySource = Callable[[], Policy]
@@ -350,7 +355,8 @@ def main(args: List[str], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) 
         description="Replay a scenario and print every statement. With --out-dir, replay "
                     "each FILE in turn in this one process and write DIR/NAME.out (what "
                     "`replay FILE` prints), DIR/NAME.code (its exit status) and DIR/NAME.err, "
-                    "NAME being the file's name without `.jsonl`.")
+                    "NAME being the file's name without `.jsonl`; `{name}` in the --db URL "
+                    "becomes NAME, so that each file can have a database of its own.")
     ap.add_argument("files", nargs="+", metavar="FILE")
     ap.add_argument("--db", help="run against this PostgreSQL instead of the simulator")
     ap.add_argument("--db-timeout", type=_db_seconds, default=10.0, metavar="SECONDS",
@@ -366,7 +372,8 @@ def main(args: List[str], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) 
     if a.out_dir is None:
         if len(a.files) != 1:
             ap.error("several FILEs need --out-dir")
-        return replay_file(a.files[0], load, a.db, limits, out, err)
+        db = None if a.db is None else a.db.replace("{name}", batch_names(a.files)[0])
+        return replay_file(a.files[0], load, db, limits, out, err)
     try:
         names = batch_names(a.files)
         os.makedirs(a.out_dir, exist_ok=True)
@@ -375,13 +382,14 @@ def main(args: List[str], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) 
         return 2
     log = logging.getLogger("citus_ha")
     for path, name in zip(a.files, names):
+        db = None if a.db is None else a.db.replace("{name}", name)
         o, e = io.StringIO(), io.StringIO()
         # The policy's log lines of this file go with its other diagnostics, into NAME.err.
         to_err = logging.StreamHandler(e)
         log.addHandler(to_err)
         propagate, log.propagate = log.propagate, False
         try:
-            code = replay_file(path, load, a.db, limits, o, e)
+            code = replay_file(path, load, db, limits, o, e)
         finally:
             log.removeHandler(to_err)
             log.propagate = propagate
