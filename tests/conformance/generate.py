@@ -54,10 +54,14 @@ class Member:
     #: Whether `tags` is written even when noloadbalance is false.
     tags: bool = True
 
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgres://{host}:{self.port}/postgres"
+
     def to_json(self) -> Dict[str, object]:
         m: Dict[str, object] = {"name": self.name}
         if self.style == "url":
-            m["conn_url"] = f"postgres://{self.host}:{self.port}/postgres"
+            m["conn_url"] = self.url()
         else:
             port: object = self.port if self.style == "kwargs" else str(self.port)
             m["conn_kwargs"] = {"host": self.host, "port": port}
@@ -97,6 +101,9 @@ class Cluster:
         self.groups: Dict[int, Group] = {}
         self.next_host: Dict[int, int] = {}
         self.style = rng.choice(["url", "url", "url", "kwargs", "mixed"])
+        #: Names and addresses with what text formats trip over: escapes of the view's text
+        #: form, line separators inside a JSON string, non-ASCII, upper case, IPv6.
+        self.exotic = rng.random() < 0.15
 
     def new_member(self, g: Group, role: str = "replica") -> Member:
         letter = "abcdefghijklmnopqrstuvwxyz"[g.next_letter % 26]
@@ -108,6 +115,12 @@ class Cluster:
         host = f"10.0.{g.gid}.{n}"
         if self.rng.random() < 0.08:
             host = f"{name}.db.internal"
+        if self.exotic and self.rng.random() < 0.5:
+            name += self.rng.choice(["\t1", "\\x", "\u2028", "-ü", " ", "\U0001f418", "\r"])
+            host = self.rng.choice([f"{name.strip()}.DB.Internal".replace("\t", "-"),
+                                    f"fd00::{g.gid}:{n}", f"wörker-{g.gid}-{n}.example",
+                                    f"W{g.gid}N{n}.EXAMPLE", host])
+            host = "".join(c for c in host if c.isprintable() and c not in " \\")
         style = self.style
         if style == "mixed":
             style = self.rng.choice(["url", "kwargs", "kwargs-str"])
@@ -209,7 +222,9 @@ class Writer:
         self.step("run")
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        # Some files come from Windows editors.
+        end = "\r\n" if self.rng.random() < 0.05 else "\n"
+        return end.join(self.lines) + end
 
 
 def _event(rng: random.Random, kind: str, gid: int, leader: str, timeout: int,
@@ -466,6 +481,18 @@ def _odd_event(w: Writer, c: Cluster, rng: random.Random) -> None:
         None,
         {"type": "before_promote", "group": g.gid, "leader": leader, "timeout": 30,
          "cooldown": "10"},
+        # Numbers past 64 bits, fractions, negative zero, exponents: each host hands the
+        # policy the event as text, and they must write the same text.
+        {"type": "before_demote", "group": 18446744073709551616, "leader": leader,
+         "timeout": 30},
+        {"type": "before_demote", "group": g.gid, "leader": leader, "timeout": 1e-7},
+        {"type": "before_demote", "group": g.gid, "leader": leader, "timeout": -0.0},
+        {"type": "before_demote", "group": g.gid, "leader": leader, "timeout": 3e10},
+        {"type": "before_demote", "group": float(g.gid), "leader": leader, "timeout": 30},
+        {"type": "before_demote", "group": g.gid, "leader": leader, "timeout": 30,
+         "cooldown": 99999999999},
+        {"type": "before_demote", "group": g.gid, "leader": leader + "\u2028", "timeout": 30},
+        {"type": "before_demote", "group": g.gid, "leader": leader, "timeout": 30, "x": [{}]},
     ]
     w.comment("an event the policy does not take")
     w.event(c, rng.choice(bodies))
@@ -498,11 +525,11 @@ def _valid(rng: random.Random, component: str) -> Writer:
         c.add_group(gid, rng.choice([1, 2, 2, 2, 3, 3, 4]))
     me = coord.member(coord.leader)
     assert me is not None
-    name, url = me.name, f"postgres://{me.host}:{me.port}/postgres"
+    name, url = me.name, me.url()
     coordinator_failover = len(coord.members) == 2 and rng.random() < 0.5
     if coordinator_failover:
         other = coord.members[1]
-        name, url = other.name, f"postgres://{other.host}:{other.port}/postgres"
+        name, url = other.name, other.url()
     group: object = 0 if rng.random() < 0.9 else "0"
     worker_node = rng.random() < 0.03
     if worker_node:
@@ -551,7 +578,8 @@ def _break(rng: random.Random, w: Writer) -> str:
     at = rng.choice(steps[1:]) if len(steps) > 1 else len(lines)
     kind = rng.choice(["unknown-op", "bad-json", "advance", "fail-match", "dup-id",
                        "dup-address", "bad-row", "config-twice", "no-config", "bad-config",
-                       "bad-url", "bad-view", "missing-field", "empty", "not-object"])
+                       "bad-url", "bad-view", "missing-field", "empty", "not-object",
+                       "not-json-numbers"])
     bad: str
     if kind == "unknown-op":
         bad = '{"op":"teleport"}'
@@ -614,6 +642,11 @@ def _break(rng: random.Random, w: Writer) -> str:
                           '{"op":"metadata"}', '{"op":5}', '{"run":1}'])
     elif kind == "not-object":
         bad = rng.choice(['[1,2]', '"run"', '42', 'null'])
+    elif kind == "not-json-numbers":
+        bad = rng.choice(['{"op":"advance","seconds":NaN}', '{"op":"advance","seconds":Infinity}',
+                          '{"op":"advance","seconds":1e400}',
+                          '{"op":"event","cluster":{},"event":{"timeout":1e400}}',
+                          '{"op":"event","cluster":{},"event":{"leader":"\\ud800"}}'])
     else:
         lines.clear()
         lines.append("# nothing but a comment")

@@ -143,16 +143,67 @@ def _step(v: Any, line: int) -> Step:
     raise ValueError(f"unknown op {json.dumps(op)}")
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number out of range: {text}")
+    return v
+
+
+def _integer(text: str) -> Union[int, float]:
+    # Beyond 64 bits a JSON integer is read as a float, as the Rust host reads it.
+    v = int(text)
+    return v if -2**63 <= v < 2**64 else _finite(text)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _has_surrogate(v: Any) -> bool:
+    if isinstance(v, str):
+        return any("\ud800" <= c <= "\udfff" for c in v)
+    if isinstance(v, list):
+        return any(_has_surrogate(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_surrogate(k) or _has_surrogate(x) for k, x in v.items())
+    return False
+
+
+def _loads(text: str) -> Any:
+    """JSON as strictly as the Rust host reads it: no NaN or Infinity, no number out of a
+    float's range, no lone surrogate escape (which no UTF-8 text can carry on)."""
+    v = json.loads(text, parse_float=_finite, parse_int=_integer, parse_constant=_not_json)
+    if "\\u" in text and _has_surrogate(v):
+        raise ValueError("a \\u escape is a lone surrogate")
+    return v
+
+
+#: Unicode's White_Space, which the Rust host trims from each line (str.strip() would also
+#: take U+001C..U+001F, which JSON then refuses).
+_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _lines(text: str) -> List[str]:
+    """Lines as the Rust host splits them: at "\\n" only (a raw U+2028 inside a JSON string is
+    not a line break, as str.splitlines() would have it), each without one trailing "\\r"."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
 def parse_scenario(text: str) -> List[Step]:
     steps: List[Step] = []
-    for i, raw in enumerate(text.splitlines()):
+    for i, raw in enumerate(_lines(text)):
         line = i + 1
-        t = raw.strip()
+        t = raw.strip(_WHITESPACE)
         if not t or t.startswith("#"):
             continue
         try:
-            v = json.loads(t)
-        except json.JSONDecodeError as e:
+            v = _loads(t)
+        except ValueError as e:
             raise ScenarioError(line, f"not valid JSON: {e}") from e
         try:
             step = _step(v, line)
@@ -272,7 +323,7 @@ def replay_file(path: str, load_policy: PolicySource, db: Optional[str], limits:
     """Replays one file as `replay FILE` does; returns its exit status (0 ran, 2 malformed,
     1 the policy or the database could not be used)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         err.write(f"citus_ha replay: cannot read {path}: {e}\n")
