@@ -39,8 +39,18 @@ from generate import generate  # noqa: E402
 from pgserver import PgServer, split_initial_metadata  # noqa: E402
 
 LIBRARY = (ROOT / "tests" / "scenarios", ROOT / "tests" / "scenarios" / "reference")
-#: Per host call: a whole batch, or one scenario of the Rust host.
-HOST_TIMEOUT = 600
+#: Bounds on a host: a whole batch, or one scenario run on its own.
+BATCH_TIMEOUT = 600
+FILE_TIMEOUT = 60
+
+
+def _run(host: str, args: List[str], env: Dict[str, str], timeout: int
+         ) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"conformance: host {host} did not finish within {timeout} s: "
+                         f"{' '.join(args[:8])} ...") from None
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,7 @@ class Host:
         extra = [] if db is None else ["--db", db]
         if self.batch:
             args = [*self.argv, *extra, "--out-dir", str(out_dir), *(str(p) for _, p in files)]
-            r = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True,
-                               timeout=HOST_TIMEOUT)
+            r = _run(self.name, args, self.env, BATCH_TIMEOUT)
             if r.returncode != 0:
                 raise SystemExit(f"{self.name}: {' '.join(args[:8])} ... exited "
                                  f"{r.returncode}:\n{r.stderr.decode(errors='replace')}")
@@ -92,8 +101,7 @@ class Host:
             args = [*self.argv, str(path)]
             if db is not None:
                 args += ["--db", db.replace("{name}", name)]
-            r = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True,
-                               timeout=HOST_TIMEOUT)
+            r = _run(self.name, args, self.env, FILE_TIMEOUT)
             (out_dir / f"{name}.out").write_bytes(r.stdout)
             (out_dir / f"{name}.err").write_bytes(r.stderr)
             (out_dir / f"{name}.code").write_text(f"{r.returncode}\n")
