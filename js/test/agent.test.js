@@ -191,6 +191,16 @@ describe('against PostgreSQL 15 with the Citus emulation', { skip: !PgServer.ava
   });
 
   test('replay --db prints what the simulator replay and the Rust host print', async (t) => {
+    // Each step's time goes to the test's diagnostics: on a loaded machine this test is the
+    // slowest of the package (databases created, processes started).
+    const timed = async (/** @type {string} */ what, /** @type {() => Promise<any>} */ f) => {
+      const t0 = performance.now();
+      try {
+        return await f();
+      } finally {
+        t.diagnostic(`${what}: ${Math.round(performance.now() - t0)} ms`);
+      }
+    };
     const dir = mkdtempSync(join(tmpdir(), 'citus-ha-js-db-'));
     // The library's scenario without a metadata step, and the switchover with its seeded rows
     // left out (the first sync registers them).
@@ -199,13 +209,13 @@ describe('against PostgreSQL 15 with the Citus emulation', { skip: !PgServer.ava
     writeFileSync(noSeed, lines.filter((l) => !l.includes('"op":"metadata"')).join('\n'));
     const bin = rustBin();
     for (const f of [join(SCENARIOS, 'new_cluster_with_secondaries.jsonl'), noSeed]) {
-      const sim = await run(process.execPath, [CLI, 'replay', f]);
-      await server.freshCitus();
-      const db = await run(process.execPath, [CLI, 'replay', '--db', server.url('citus'), f]);
+      const sim = await timed('replay (simulator)', () => run(process.execPath, [CLI, 'replay', f]));
+      await timed('fresh database', () => server.freshCitus());
+      const db = await timed('replay --db', () => run(process.execPath, [CLI, 'replay', '--db', server.url('citus'), f]));
       assert.equal(db.stdout, sim.stdout, f);
       if (bin) {
-        await server.freshCitus();
-        const r = await run(bin, ['replay', '--db', server.url('citus'), f], { env: { ...process.env, RUST_LOG: 'off' } });
+        await timed('fresh database', () => server.freshCitus());
+        const r = await timed('Rust replay --db', () => run(bin, ['replay', '--db', server.url('citus'), f], { env: { ...process.env, RUST_LOG: 'off' } }));
         assert.equal(db.stdout, r.stdout, f);
       }
     }
@@ -213,9 +223,9 @@ describe('against PostgreSQL 15 with the Citus emulation', { skip: !PgServer.ava
       readFileSync(join(SCENARIOS, 'new_cluster_with_secondaries.expected'), 'utf8'));
     // The batch mode: `{name}` in the URL gives each file a database of its own.
     const out = join(dir, 'out');
-    for (const n of ['new_cluster_with_secondaries', 'switchover_unseeded']) await server.freshCitus(n);
-    await run(process.execPath, [CLI, 'replay', '--out-dir', out, '--db', server.url('{name}'),
-      join(SCENARIOS, 'new_cluster_with_secondaries.jsonl'), noSeed]);
+    for (const n of ['new_cluster_with_secondaries', 'switchover_unseeded']) await timed('fresh database', () => server.freshCitus(n));
+    await timed('batch replay --db', () => run(process.execPath, [CLI, 'replay', '--out-dir', out, '--db', server.url('{name}'),
+      join(SCENARIOS, 'new_cluster_with_secondaries.jsonl'), noSeed]));
     for (const [n, f] of [['new_cluster_with_secondaries', join(SCENARIOS, 'new_cluster_with_secondaries.jsonl')], ['switchover_unseeded', noSeed]]) {
       assert.equal(readFileSync(join(out, `${n}.code`), 'utf8'), '0\n');
       assert.equal(readFileSync(join(out, `${n}.out`), 'utf8'), (await run(process.execPath, [CLI, 'replay', f])).stdout, n);
