@@ -145,8 +145,11 @@ export class PgSession {
       keepAliveInitialDelayMillis: 5000,
     });
     this.closed = false;
-    client.on('error', () => { this.closed = true; });
-    client.on('end', () => { this.closed = true; });
+    // Only the current client's end counts: a dropped one ends later, asynchronously, when
+    // its successor may already hold a transaction that must not be reported lost.
+    const ended = () => { if (this.client === client) this.closed = true; };
+    client.on('error', ended);
+    client.on('end', ended);
     try {
       await client.connect();
     } catch (e) {

@@ -138,3 +138,27 @@ def test_a_deadline_rollback_while_another_group_waits(cluster) -> None:
     assert not writes_blocked(probe, 1)
     assert rows(probe)[1] == [("10.0.1.1", "primary"), ("10.0.1.2", "secondary")]
     assert rows(probe)[2][0] == ("10.0.2.2", "primary")
+
+
+def test_a_statement_that_never_answers_costs_the_bound_and_the_session(cluster, pg) -> None:
+    # `replay --db-timeout` / PgSession(statement_timeout=...), as the Rust host bounds it: a
+    # load stuck behind an outside lock is cut after the bound and the session counts as lost.
+    import time
+
+    from citus_ha.statements import Batch, Failed, LoadMetadata, Metadata
+    from citus_ha.statements import statement_line as line
+
+    _, probe = cluster
+    session = PgSession(pg.url("citus"), statement_timeout=0.5)
+    load = Batch(line(LoadMetadata()) + "\n")
+    with probe.transaction():
+        probe.execute("LOCK pg_catalog.pg_dist_node IN ACCESS EXCLUSIVE MODE")
+        t = time.monotonic()
+        (r,) = session.execute(load).results
+        waited = time.monotonic() - t
+    assert isinstance(r, Failed) and r.connection_lost, r
+    assert r.message.startswith("the coordinator did not answer within 0.5 s")
+    assert 0.4 < waited < 5
+    # The next statement opens a new session and works.
+    (again,) = session.execute(load).results
+    assert isinstance(again, Metadata) and len(again.rows) == 5

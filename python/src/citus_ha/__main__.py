@@ -1,4 +1,4 @@
-"""`python -m citus_ha replay FILE [--db URL] [--policy W]` and `python -m citus_ha bench`."""
+"""`python -m citus_ha replay FILE` (or `--out-dir DIR FILE...`) and `python -m citus_ha bench`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ def main() -> int:
         from .bench import main as bench
 
         return bench(args[1:])
-    sys.stderr.write("usage: python -m citus_ha replay FILE [--db URL] [--policy W]\n"
-                     "       python -m citus_ha bench [--quick] [--json]\n")
+    sys.stderr.write(
+        "usage: python -m citus_ha replay FILE [--db URL] [--db-timeout S] [--policy W]\n"
+        "       python -m citus_ha replay --out-dir DIR FILE... [same options]\n"
+        "       python -m citus_ha bench [--quick] [--json]\n")
     return 2
 
 

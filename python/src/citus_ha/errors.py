@@ -34,3 +34,11 @@ class PolicyLoadError(CitusHaError):
 
 class SwapRefused(CitusHaError):
     """A candidate build was refused; the running one keeps running."""
+
+
+def os_error_text(e: OSError) -> str:
+    """An OS error worded as the Rust host words it ("No such file or directory (os error
+    2)"), so that a message every host prints (a refused swap's note) reads the same."""
+    if e.errno is not None and e.strerror:
+        return f"{e.strerror} (os error {e.errno})"
+    return str(e)

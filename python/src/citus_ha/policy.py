@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import wasmtime.component as wc
 
 from ._runtime import DEFAULT_LIMITS, Instance, Limits, compile_component, exports_of, imports_of
-from .errors import InvalidInput, PolicyLoadError, PolicyTrap
+from .errors import InvalidInput, PolicyLoadError, PolicyTrap, os_error_text
 from .statements import Batch, Results
 from .view import ClusterView, GroupBodies, ViewWriter, view_text
 
@@ -174,12 +174,12 @@ class Policy:
         """The bundled policy build, or the component at `path`."""
         if path is None:
             return cls(_bundled("policy.wasm"), "bundled", limits)
-        p = Path(path)
         try:
-            wasm = p.read_bytes()
+            wasm = Path(path).read_bytes()
         except OSError as e:
-            raise PolicyLoadError(f"cannot read {p}: {e}") from e
-        return cls(wasm, str(p), limits)
+            # The path as given (Path() would drop a "./" or a doubled "/").
+            raise PolicyLoadError(f"cannot read {path}: {os_error_text(e)}") from e
+        return cls(wasm, str(path), limits)
 
     @property
     def label(self) -> str:

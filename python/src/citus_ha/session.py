@@ -8,6 +8,10 @@ the in-memory simulator component; `FaultySession` injects failures (replay's `f
 
 from __future__ import annotations
 
+import math
+import os
+import socket
+import threading
 import time
 from typing import Any, List, Optional, Protocol, Tuple
 
@@ -123,16 +127,28 @@ _UPDATE_SQL = "SELECT pg_catalog.citus_update_node(%s::int, %s::text, %s::int, %
 _REMOVE_SQL = "SELECT pg_catalog.citus_remove_node(%s::text, %s::int)"
 
 
+def seconds_text(s: float) -> str:
+    """Seconds as the Rust host prints them (`10`, `0.5`), so messages read alike."""
+    return str(int(s)) if float(s).is_integer() else repr(float(s))
+
+
 class PgSession:
     """A real coordinator: one dedicated psycopg connection to its Citus database, in
     autocommit mode (transactions are the policy's BEGIN/COMMIT), with the same session
     settings as the Rust host (no statement or idle-in-transaction timeout: a pause may last
     as long as a switchover). Every value is a bound parameter. After losing the connection it
-    reconnects on the next statement, with backoff."""
+    reconnects on the next statement, with backoff.
 
-    def __init__(self, conninfo: str, connect_timeout: float = 5.0) -> None:
+    `connect_timeout` bounds connecting; `statement_timeout` bounds each statement on the
+    client side (a forced update gets its cooldown on top), as the Rust host's `--db-timeout`
+    does: on expiry the connection is shut down, so an open transaction dies with it and the
+    policy sees a lost session, never a frozen one. None waits without a bound."""
+
+    def __init__(self, conninfo: str, connect_timeout: float = 10.0,
+                 statement_timeout: Optional[float] = 10.0) -> None:
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self._conn: Any = None
         self._in_txn = False
         self._backoff = 0.0
@@ -152,18 +168,60 @@ class PgSession:
             if self._backoff:
                 time.sleep(self._backoff)
             try:
+                # libpq takes whole seconds (at least 2); the kernel settings are the Rust
+                # host's: a vanished peer is noticed in about idle + interval x count.
                 self._conn = psycopg.connect(
                     self.conninfo, autocommit=True, application_name="citus-ha",
-                    connect_timeout=max(1, round(self.connect_timeout)),
+                    connect_timeout=max(2, math.ceil(self.connect_timeout)),
+                    keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                    keepalives_count=3, tcp_user_timeout=int(self.connect_timeout * 1000),
                     options="-c statement_timeout=0 -c idle_in_transaction_session_timeout=0")
             except psycopg.Error as e:
-                self._backoff = min(max(self._backoff * 2, 0.1), 5.0)
+                self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
                 raise _Lost(f"cannot connect to the coordinator: {e}") from e
             self._backoff = 0.0
         return self._conn
 
-    def _run(self, stmt: Statement) -> StatementResult:
+    def _bound(self, stmt: Statement) -> Optional[float]:
+        if self.statement_timeout is None:
+            return None
+        if isinstance(stmt, UpdateNode) and stmt.force:
+            return self.statement_timeout + max(stmt.cooldown_ms, 0) / 1000
+        return self.statement_timeout
+
+    def _run_bounded(self, stmt: Statement) -> StatementResult:
+        bound = self._bound(stmt)
         conn = self._connect()
+        if bound is None:
+            return self._run(conn, stmt)
+        expired = threading.Event()
+
+        def expire() -> None:
+            # Shut the socket down under the waiting call: it fails at once and the server
+            # rolls back whatever the connection had open.
+            expired.set()
+            try:
+                with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
+                    s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        timer = threading.Timer(bound, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._run(conn, stmt)
+        except Exception:
+            if expired.is_set():
+                self._drop()
+                raise _Lost(f"the coordinator did not answer within {seconds_text(bound)} s; "
+                            "the connection was dropped (an open transaction is rolled back "
+                            "by the server)") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _run(self, conn: Any, stmt: Statement) -> StatementResult:
         with conn.cursor() as cur:
             if isinstance(stmt, LoadMetadata):
                 cur.execute(_LOAD_SQL)
@@ -189,7 +247,7 @@ class PgSession:
         import psycopg
 
         try:
-            r = self._run(stmt)
+            r = self._run_bounded(stmt)
         except _Lost as e:
             self._conn = None
             self._in_txn = False

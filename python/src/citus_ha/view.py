@@ -107,7 +107,9 @@ def cluster_from_dict(v: Any) -> ClusterView:
     w = v.get("workers")
     if isinstance(w, dict):
         for k, g in w.items():
-            if not (k.isdigit() and str(int(k)) == k and int(k) >= 1):
+            # A Citus group id is a 32-bit integer: a larger key is refused here, as the
+            # Rust host refuses it, not later by the policy as an unreadable view.
+            if not (k.isdigit() and str(int(k)) == k and 1 <= int(k) <= 2**31 - 1):
                 raise InvalidInput("cluster.workers",
                                    f"{k!r} is not a worker group id (1 or more)")
             workers[int(k)] = _group(g, f"cluster.workers.{k}")
