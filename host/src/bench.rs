@@ -62,6 +62,8 @@ pub struct BenchArgs {
     pub db: Option<String>,
     /// Only the operations whose name contains this (for profiling one of them).
     pub only: Option<String>,
+    /// A component for the Wasm side instead of the embedded one.
+    pub policy: Option<PathBuf>,
 }
 
 /// One result line.
@@ -669,9 +671,15 @@ async fn run_inner(args: &BenchArgs) -> R<()> {
     std::fs::create_dir_all(&cache_dir)?;
     let _cleanup = RemoveOnDrop(bench_dir.clone());
     let engine = PolicyEngine::new(PolicyLimits::default(), Some(cache_dir.clone()))?;
-    let loaded = engine
-        .load(crate::EMBEDDED_POLICY, "embedded")
-        .map_err(anyhow::Error::msg)?;
+    let loaded = match &args.policy {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --policy {}: {e}", path.display()))?;
+            engine.load(&bytes, &path.display().to_string())
+        }
+        None => engine.load(crate::EMBEDDED_POLICY, "embedded"),
+    }
+    .map_err(anyhow::Error::msg)?;
     let mut b = Bench {
         effort: Effort::new(args.quick),
         quick: args.quick,
@@ -686,7 +694,8 @@ async fn run_inner(args: &BenchArgs) -> R<()> {
         only: args.only.clone(),
     };
     if args.json {
-        b.report.emit(&meta_line(args));
+        let contract = b.loaded.contract.to_string();
+        b.report.emit(&meta_line(args).with("contract", contract));
     }
 
     b.both("call_overhead", |b, s| b.call_overhead(s))?;

@@ -123,6 +123,10 @@ pub enum Command {
         /// Only the operations whose name contains this (for profiling one of them).
         #[arg(long, hide = true)]
         only: Option<String>,
+        /// The Wasm side runs this component instead of the embedded one (to compare builds
+        /// or contracts in one sitting; the native side is always this binary's).
+        #[arg(long, hide = true)]
+        policy: Option<PathBuf>,
         /// Internal: the child process that `cold_start` times.
         #[arg(long, hide = true)]
         cold_start_child: bool,
@@ -189,6 +193,7 @@ pub fn main() -> ExitCode {
                 json,
                 db,
                 only,
+                policy,
                 ..
             } => {
                 let args = crate::bench::BenchArgs {
@@ -196,6 +201,7 @@ pub fn main() -> ExitCode {
                     json,
                     db,
                     only,
+                    policy,
                 };
                 crate::bench::run(args).await
             }

@@ -402,15 +402,20 @@ pub fn owned_view(text: &str) -> Result<ClusterView, TextError> {
 
 // ----- writing ----------------------------------------------------------------------------
 
-fn push_value(out: &mut String, v: Option<&str>) {
+/// Appends a value; returns whether it had to be escaped.
+fn push_value(out: &mut String, v: Option<&str>) -> bool {
     match v {
-        None => out.push_str(ABSENT),
+        None => {
+            out.push_str(ABSENT);
+            false
+        }
         Some(s)
             if !s
                 .bytes()
                 .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) =>
         {
-            out.push_str(s)
+            out.push_str(s);
+            false
         }
         Some(s) => {
             for c in s.chars() {
@@ -422,32 +427,92 @@ fn push_value(out: &mut String, v: Option<&str>) {
                     c => out.push(c),
                 }
             }
+            true
         }
     }
 }
 
-/// A group's body: everything after the flag.
-fn write_body(out: &mut String, g: &GroupView) {
-    push_value(out, g.leader.as_deref());
+/// A group's body: everything after the flag. Returns whether any value was escaped.
+fn write_body(out: &mut String, g: &GroupView) -> bool {
+    let mut escaped = push_value(out, g.leader.as_deref());
     for m in &g.members {
         out.push('\t');
-        push_value(out, Some(&m.name));
+        escaped |= push_value(out, Some(&m.name));
         out.push('\t');
-        push_value(out, m.conn_url.as_deref());
+        escaped |= push_value(out, m.conn_url.as_deref());
         match &m.conn_kwargs {
             Some(k) => {
                 out.push_str("\tk\t");
-                push_value(out, k.host.as_deref());
+                escaped |= push_value(out, k.host.as_deref());
                 out.push('\t');
-                push_value(out, k.port.as_deref());
+                escaped |= push_value(out, k.port.as_deref());
             }
             None => out.push_str("\t-\t\\N\t\\N"),
         }
         out.push('\t');
-        push_value(out, m.role.as_deref());
+        escaped |= push_value(out, m.role.as_deref());
         out.push('\t');
-        push_value(out, m.state.as_deref());
+        escaped |= push_value(out, m.state.as_deref());
         out.push_str(if m.noloadbalance { "\t1" } else { "\t0" });
+    }
+    escaped
+}
+
+/// Whether `write_body(g)` would write exactly `body`, found without writing it: each value
+/// is compared where it stands in `body`. Only for a body written with no escaped value and
+/// with as many members as `g`, which makes a plain comparison exact: such a body has no tab
+/// but its separators, so a value with a tab in it cannot line up with the fields, nor one with
+/// a newline, carriage return or backslash (none in such a body but the whole-field `\N`,
+/// which a present value never matches).
+fn plain_body_is(body: &str, g: &GroupView) -> bool {
+    let mut c = Cursor(body.as_bytes());
+    let mut same = c.value(g.leader.as_deref());
+    for m in &g.members {
+        same = same
+            && c.token(b"\t")
+            && c.value(Some(&m.name))
+            && c.token(b"\t")
+            && c.value(m.conn_url.as_deref())
+            && match &m.conn_kwargs {
+                Some(k) => {
+                    c.token(b"\tk\t")
+                        && c.value(k.host.as_deref())
+                        && c.token(b"\t")
+                        && c.value(k.port.as_deref())
+                }
+                None => c.token(b"\t-\t\\N\t\\N"),
+            }
+            && c.token(b"\t")
+            && c.value(m.role.as_deref())
+            && c.token(b"\t")
+            && c.value(m.state.as_deref())
+            && c.token(if m.noloadbalance { b"\t1" } else { b"\t0" });
+        if !same {
+            return false;
+        }
+    }
+    // The whole body, not a prefix of it.
+    same && c.0.is_empty()
+}
+
+/// What is left of a body being compared.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn token(&mut self, t: &[u8]) -> bool {
+        match self.0.strip_prefix(t) {
+            Some(rest) => {
+                self.0 = rest;
+                true
+            }
+            None => false,
+        }
+    }
+    fn value(&mut self, v: Option<&str>) -> bool {
+        match v {
+            None => self.token(ABSENT.as_bytes()),
+            Some(s) => s != ABSENT && self.token(s.as_bytes()),
+        }
     }
 }
 
@@ -502,17 +567,33 @@ pub fn write_once(view: &ClusterView) -> String {
 /// Writes successive views for one handler, flagging the groups whose body did not change
 /// since the previous view.
 ///
-/// It keeps the last view's text. A view whose groups are the same ones, each body byte for
-/// byte the same, is written in place: each group is encoded into a scratch buffer and
-/// compared, then only the header's numbers and the flags change. Any other view is written
-/// anew (flags still relative to the last one).
+/// It keeps the last view's text and, per group, where its body is, how many members it has
+/// and whether a value in it was escaped. A group is compared with its previous body in
+/// place, value by value, without being written (see [`plain_body_is`]; a body with an escaped
+/// value is written into a scratch buffer and compared). When every group is unchanged, only
+/// the header's numbers and the flags change; otherwise the view is written anew, an
+/// unchanged body copied from the previous text.
 #[derive(Debug, Default)]
 pub struct ViewWriter {
     seq: Option<u64>,
     text: String,
-    /// (group id, flag offset, body start, body end) in `text`, in order.
-    index: Vec<(GroupId, usize, usize, usize)>,
+    /// Each group of `text`, in order.
+    index: Vec<Written>,
     body: String,
+}
+
+/// Where a group is in the writer's text, and what the in-place comparison needs to know.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    id: GroupId,
+    /// Offset of its flag.
+    flag: usize,
+    /// Its body's range.
+    from: usize,
+    to: usize,
+    members: usize,
+    /// A value in the body was escaped: compare by writing.
+    escaped: bool,
 }
 
 impl ViewWriter {
@@ -538,6 +619,20 @@ impl ViewWriter {
         &self.text
     }
 
+    /// Whether group `g` is what `w` says the previous text has.
+    fn unchanged(text: &str, body: &mut String, w: &Written, g: &GroupView) -> bool {
+        let prev = &text[w.from..w.to];
+        if w.members != g.members.len() {
+            return false;
+        }
+        if !w.escaped {
+            return plain_body_is(prev, g);
+        }
+        body.clear();
+        write_body(body, g);
+        prev == body.as_str()
+    }
+
     fn rewrite_in_place(
         &mut self,
         groups: &[(GroupId, &GroupView)],
@@ -547,22 +642,20 @@ impl ViewWriter {
         if base.is_none() || self.index.len() != groups.len() {
             return false;
         }
-        for (&(id, g), &(pid, _, from, to)) in groups.iter().zip(&self.index) {
-            self.body.clear();
-            write_body(&mut self.body, g);
-            if id != pid || self.text[from..to] != *self.body {
+        for (&(id, g), w) in groups.iter().zip(&self.index) {
+            if id != w.id || !Self::unchanged(&self.text, &mut self.body, w, g) {
                 return false;
             }
         }
         let mut header = String::with_capacity(HEADER_LEN);
         push_header(&mut header, seq, base);
-        let mut bytes = std::mem::take(&mut self.text).into_bytes();
-        bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
-        for &(_, flag, _, _) in &self.index {
-            bytes[flag] = b'=';
+        // Equal-length ASCII over ASCII: nothing moves and the text stays UTF-8.
+        self.text.replace_range(..HEADER_LEN, &header);
+        for w in &self.index {
+            if self.text.as_bytes()[w.flag] != b'=' {
+                self.text.replace_range(w.flag..w.flag + 1, "=");
+            }
         }
-        // Only ASCII replaced ASCII, so the text is still UTF-8 (checked, not assumed).
-        self.text = String::from_utf8(bytes).expect("ASCII replaced ASCII");
         true
     }
 
@@ -572,18 +665,28 @@ impl ViewWriter {
         push_header(&mut out, seq, base);
         let mut at_prev = 0;
         for &(id, g) in groups {
-            self.body.clear();
-            write_body(&mut self.body, g);
-            while at_prev < self.index.len() && self.index[at_prev].0 < id {
+            while at_prev < self.index.len() && self.index[at_prev].id < id {
                 at_prev += 1;
             }
-            let unchanged = base.is_some()
-                && self.index.get(at_prev).is_some_and(|&(pid, _, from, to)| {
-                    pid == id && self.text[from..to] == *self.body
-                });
-            let flag = push_group(&mut out, id, unchanged, &self.body);
+            let prev = self.index.get(at_prev).filter(|w| w.id == id);
+            let same = prev.filter(|w| Self::unchanged(&self.text, &mut self.body, w, g));
+            let (escaped, body) = match same {
+                Some(w) => (w.escaped, &self.text[w.from..w.to]),
+                None => {
+                    self.body.clear();
+                    (write_body(&mut self.body, g), self.body.as_str())
+                }
+            };
+            let flag = push_group(&mut out, id, base.is_some() && same.is_some(), body);
             let to = out.len() - 1;
-            index.push((id, flag, to - self.body.len(), to));
+            index.push(Written {
+                id,
+                flag,
+                from: to - body.len(),
+                to,
+                members: g.members.len(),
+                escaped,
+            });
         }
         self.text = out;
         self.index = index;
@@ -593,6 +696,7 @@ impl ViewWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn member(name: &str, url: Option<&str>, role: &str) -> Member {
         Member {
@@ -674,6 +778,140 @@ mod tests {
         let first = tv.groups().next().unwrap().unwrap();
         assert_eq!(first.decode(&mut Vec::new()), Err(TextError::Escaped));
         assert_eq!(owned_view(&text).unwrap(), sorted(v));
+    }
+
+    fn tricky_value() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(
+            prop::collection::vec(
+                prop::sample::select(vec!["a", "\\", "N", "\t", "\n", "\r", "k", "-", "0"]),
+                0..4,
+            )
+            .prop_map(|v| v.concat()),
+        )
+    }
+
+    fn tricky_group() -> impl Strategy<Value = GroupView> {
+        let member = (
+            tricky_value(),
+            tricky_value(),
+            prop::option::of((tricky_value(), tricky_value())),
+            tricky_value(),
+            tricky_value(),
+            any::<bool>(),
+        )
+            .prop_map(|(name, conn_url, kw, role, state, noloadbalance)| Member {
+                name: name.unwrap_or_default(),
+                conn_url,
+                conn_kwargs: kw.map(|(host, port)| ConnKwargs { host, port }),
+                role,
+                state,
+                noloadbalance,
+            });
+        (tricky_value(), prop::collection::vec(member, 0..3))
+            .prop_map(|(leader, members)| GroupView { leader, members })
+    }
+
+    proptest! {
+        /// A group is flagged unchanged exactly when its body is byte for byte the previous
+        /// one, whatever its values hold (tabs, backslashes, a literal `\N`), and the text reads
+        /// back as the view.
+        #[test]
+        fn the_writer_flags_exactly_the_unchanged_bodies(
+            first in prop::collection::vec(tricky_group(), 1..4),
+            second in prop::collection::vec(tricky_group(), 1..4),
+            keep in prop::collection::vec(any::<bool>(), 4),
+        ) {
+            let cluster = |groups: Vec<GroupView>| {
+                let mut groups = groups.into_iter();
+                ClusterView {
+                    coordinator: groups.next().expect("one group"),
+                    workers: groups.enumerate().map(|(i, g)| (i as GroupId + 1, g)).collect(),
+                }
+            };
+            // The second view keeps some of the first's groups as they were.
+            let mixed: Vec<GroupView> = second
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| match first.get(i) {
+                    Some(f) if keep[i] => f.clone(),
+                    _ => g,
+                })
+                .collect();
+            let (a, b) = (cluster(first), cluster(mixed));
+            let mut w = ViewWriter::new();
+            w.write(&a);
+            let text = w.write(&b).to_string();
+            prop_assert_eq!(owned_view(&text).unwrap(), sorted(b.clone()));
+            let body = |v: &ClusterView, id: GroupId| {
+                ordered(v).into_iter().find(|(g, _)| *g == id).map(|(_, g)| {
+                    let mut s = String::new();
+                    write_body(&mut s, g);
+                    s
+                })
+            };
+            for line in text.lines().skip(1) {
+                let mut f = line.split('\t');
+                let id: GroupId = f.next().unwrap().parse().unwrap();
+                let flag = f.next().unwrap();
+                let same = body(&a, id) == body(&b, id);
+                prop_assert_eq!(flag == "=", same, "group {}: {:?}", id, line);
+            }
+        }
+    }
+
+    /// The in-place comparison's two traps: a value whose raw text is another field's text
+    /// (a literal `\N`, or tabs that line up with the next member's fields).
+    #[test]
+    fn values_that_line_up_with_other_fields_are_changes() {
+        let two = view();
+        let g = &two.workers[1].1;
+        assert_eq!(g.members.len(), 2, "the fixture's group 2");
+        let mut body = String::new();
+        write_body(&mut body, g);
+        // One member whose state holds the rest of the body, tabs and all.
+        let first = &g.members[0];
+        let mut b1 = String::new();
+        write_body(
+            &mut b1,
+            &GroupView {
+                leader: g.leader.clone(),
+                members: vec![first.clone()],
+            },
+        );
+        let rest = &body[b1.len()..];
+        let state = format!(
+            "{}{}{}",
+            first.state.as_deref().unwrap(),
+            &b1[b1.len() - 2..],
+            &rest[..rest.len() - 2]
+        );
+        let mut one = g.clone();
+        one.members = vec![Member {
+            state: Some(state),
+            noloadbalance: rest.ends_with('1'),
+            ..first.clone()
+        }];
+        assert!(plain_body_is(&body, &one), "the raw text lines up");
+        let mut crafted = two.clone();
+        crafted.workers[1].1 = one;
+        let mut literal = two.clone();
+        literal.workers[1].1.leader = None;
+        let mut prev = two.clone();
+        prev.workers[1].1.leader = None;
+        literal.workers[1].1.members[0].conn_url = Some("\\N".into());
+        prev.workers[1].1.members[0].conn_url = None;
+        for (before, after) in [(&two, &crafted), (&prev, &literal)] {
+            let mut w = ViewWriter::new();
+            w.write(before);
+            let text = w.write(after).to_string();
+            let flags: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .map(|l| l.split('\t').nth(1).unwrap())
+                .collect();
+            assert_eq!(flags, ["=", "+", "="], "{text}");
+            assert_eq!(owned_view(&text).unwrap(), sorted(after.clone()));
+        }
     }
 
     #[test]

@@ -39,7 +39,9 @@ impl From<Role> for NodeRole {
     }
 }
 
-/// A statement line; field order is the replay's.
+/// A statement line; field order is the replay's. [`write_statement`] writes its bytes
+/// directly; this is the oracle its test compares with.
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Line<'a> {
@@ -69,6 +71,7 @@ enum Line<'a> {
     },
 }
 
+#[cfg(test)]
 fn line(s: &Statement) -> Line<'_> {
     match s {
         Statement::LoadMetadata => Line::LoadMetadata,
@@ -114,9 +117,107 @@ pub fn write_statements(stmts: &[Statement], out: &mut String) {
     }
 }
 
-/// One statement as its JSON object, without the newline.
+/// One statement as its JSON object, without the newline: the bytes serde_json writes for
+/// [`Line`] (a test holds the two together), written directly because this is the hot path of
+/// every batch (serde's tagged-enum machinery cost more than the policy's decisions).
 pub fn write_statement(s: &Statement, out: &mut String) {
-    out.push_str(&serde_json::to_string(&line(s)).expect("statements serialise"));
+    match s {
+        Statement::LoadMetadata => out.push_str(r#"{"op":"load_metadata"}"#),
+        Statement::Begin => out.push_str(r#"{"op":"begin"}"#),
+        Statement::Commit => out.push_str(r#"{"op":"commit"}"#),
+        Statement::Rollback => out.push_str(r#"{"op":"rollback"}"#),
+        Statement::AddNode {
+            host,
+            port,
+            groupid,
+            role,
+        } => {
+            out.push_str(r#"{"op":"add_node","host":"#);
+            push_json_str(out, host);
+            push_int(out, r#","port":"#, *port);
+            push_int(out, r#","groupid":"#, *groupid);
+            out.push_str(r#","role":""#);
+            out.push_str(role_name(*role));
+            out.push_str("\"}");
+        }
+        Statement::UpdateNode {
+            nodeid,
+            host,
+            port,
+            force,
+            cooldown_ms,
+        } => {
+            push_int(out, r#"{"op":"update_node","nodeid":"#, *nodeid);
+            out.push_str(r#","host":"#);
+            push_json_str(out, host);
+            push_int(out, r#","port":"#, *port);
+            out.push_str(if *force {
+                r#","force":true"#
+            } else {
+                r#","force":false"#
+            });
+            push_int(out, r#","cooldown_ms":"#, *cooldown_ms);
+            out.push('}');
+        }
+        Statement::RemoveNode { host, port } => {
+            out.push_str(r#"{"op":"remove_node","host":"#);
+            push_json_str(out, host);
+            push_int(out, r#","port":"#, *port);
+            out.push('}');
+        }
+    }
+}
+
+/// The statement as serde_json writes it: what [`write_statement`] must equal.
+#[cfg(test)]
+fn serde_statement(s: &Statement) -> String {
+    serde_json::to_string(&line(s)).expect("statements serialise")
+}
+
+fn role_name(r: NodeRole) -> &'static str {
+    match r {
+        NodeRole::Primary => "primary",
+        NodeRole::Secondary => "secondary",
+        NodeRole::Unavailable => "unavailable",
+    }
+}
+
+fn push_int(out: &mut String, key: &str, n: i32) {
+    out.push_str(key);
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `s` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\\` and the control
+/// characters, the usual five by their short escapes and the rest as `\u00xx`.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `b` is ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 fn each_line<'a, T>(
@@ -181,11 +282,96 @@ fn flat_statement(l: FlatLine<'_>) -> serde_json::Result<Statement> {
     })
 }
 
-/// Statements from JSON Lines (blank lines ignored).
+/// Statements from JSON Lines (blank lines ignored). Lines exactly as [`write_statement`]
+/// writes them (a host with nothing to escape) are read without a JSON parser; any other
+/// line goes to serde_json, which reads any valid JSON for a statement and names what is
+/// wrong with the rest.
 pub fn read_statements(text: &str) -> Result<Vec<Statement>, InvalidInput> {
-    each_line(text, "statements", |l| {
-        serde_json::from_str::<FlatLine<'_>>(l).and_then(flat_statement)
+    each_line(text, "statements", |l| match canonical_statement(l) {
+        Some(s) => Ok(s),
+        None => serde_json::from_str::<FlatLine<'_>>(l).and_then(flat_statement),
     })
+}
+
+/// A statement line in the exact form this module writes, or None (read it with serde).
+fn canonical_statement(l: &str) -> Option<Statement> {
+    let (op, rest) = l.strip_prefix(r#"{"op":""#)?.split_once('"')?;
+    Some(match op {
+        "load_metadata" | "begin" | "commit" | "rollback" if rest == "}" => match op {
+            "load_metadata" => Statement::LoadMetadata,
+            "begin" => Statement::Begin,
+            "commit" => Statement::Commit,
+            _ => Statement::Rollback,
+        },
+        "add_node" => {
+            let (host, rest) = plain_str(rest.strip_prefix(r#","host":"#)?)?;
+            let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+            let (groupid, rest) = json_int(rest.strip_prefix(r#","groupid":"#)?)?;
+            let role = match rest {
+                r#","role":"primary"}"# => NodeRole::Primary,
+                r#","role":"secondary"}"# => NodeRole::Secondary,
+                r#","role":"unavailable"}"# => NodeRole::Unavailable,
+                _ => return None,
+            };
+            Statement::AddNode {
+                host: host.to_owned(),
+                port,
+                groupid,
+                role,
+            }
+        }
+        "update_node" => {
+            let (nodeid, rest) = json_int(rest.strip_prefix(r#","nodeid":"#)?)?;
+            let (host, rest) = plain_str(rest.strip_prefix(r#","host":"#)?)?;
+            let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+            let (force, rest) = if let Some(r) = rest.strip_prefix(r#","force":true"#) {
+                (true, r)
+            } else {
+                (false, rest.strip_prefix(r#","force":false"#)?)
+            };
+            let (cooldown_ms, rest) = json_int(rest.strip_prefix(r#","cooldown_ms":"#)?)?;
+            if rest != "}" {
+                return None;
+            }
+            Statement::UpdateNode {
+                nodeid,
+                host: host.to_owned(),
+                port,
+                force,
+                cooldown_ms,
+            }
+        }
+        "remove_node" => {
+            let (host, rest) = plain_str(rest.strip_prefix(r#","host":"#)?)?;
+            let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+            if rest != "}" {
+                return None;
+            }
+            Statement::RemoveNode {
+                host: host.to_owned(),
+                port,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// A JSON string with nothing escaped (no backslash, no control character) and the rest.
+fn plain_str(s: &str) -> Option<(&str, &str)> {
+    let body = s.strip_prefix('"')?;
+    let end = body.find(|c: char| c == '"' || c == '\\' || c < ' ')?;
+    (body.as_bytes()[end] == b'"').then(|| (&body[..end], &body[end + 1..]))
+}
+
+/// A JSON integer (no `+`, no leading zero) that fits an i32, and the rest.
+fn json_int(s: &str) -> Option<(i32, &str)> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+    if len == 0 || (len > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    let end = s.len() - digits.len() + len;
+    Some((s[..end].parse().ok()?, &s[end..]))
 }
 
 #[derive(Serialize)]
@@ -212,32 +398,47 @@ enum Outcome<'a> {
 /// Appends one JSON line per result.
 pub fn write_results(results: &[StatementResult], out: &mut String) {
     for r in results {
-        let o = match r {
-            StatementResult::Done => Outcome::Done,
-            StatementResult::RolledBack => Outcome::RolledBack,
-            StatementResult::Added(id) => Outcome::Added { nodeid: *id },
-            StatementResult::Metadata(rows) => Outcome::Metadata {
-                rows: rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.nodeid,
-                            r.groupid,
-                            Cow::Borrowed(r.nodename.as_str()),
-                            r.nodeport,
-                            r.noderole.into(),
-                        )
-                    })
-                    .collect(),
-            },
-            StatementResult::Failed(e) => Outcome::Failed {
-                message: Cow::Borrowed(&e.message),
-                sqlstate: e.sqlstate.as_deref().map(Cow::Borrowed),
-                connection_lost: e.connection_lost,
-            },
-        };
-        out.push_str(&serde_json::to_string(&o).expect("results serialise"));
+        match r {
+            // What a drain is made of, written directly: the bytes serde_json writes.
+            StatementResult::Done => out.push_str(r#"{"result":"done"}"#),
+            StatementResult::RolledBack => out.push_str(r#"{"result":"rolled_back"}"#),
+            StatementResult::Added(id) => {
+                push_int(out, r#"{"result":"added","nodeid":"#, *id);
+                out.push('}');
+            }
+            StatementResult::Metadata(_) | StatementResult::Failed(_) => {
+                out.push_str(&serde_json::to_string(&outcome(r)).expect("results serialise"))
+            }
+        }
         out.push('\n');
+    }
+}
+
+/// The result as serde writes it.
+fn outcome(r: &StatementResult) -> Outcome<'_> {
+    match r {
+        StatementResult::Done => Outcome::Done,
+        StatementResult::RolledBack => Outcome::RolledBack,
+        StatementResult::Added(id) => Outcome::Added { nodeid: *id },
+        StatementResult::Metadata(rows) => Outcome::Metadata {
+            rows: rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.nodeid,
+                        r.groupid,
+                        Cow::Borrowed(r.nodename.as_str()),
+                        r.nodeport,
+                        r.noderole.into(),
+                    )
+                })
+                .collect(),
+        },
+        StatementResult::Failed(e) => Outcome::Failed {
+            message: Cow::Borrowed(&e.message),
+            sqlstate: e.sqlstate.as_deref().map(Cow::Borrowed),
+            connection_lost: e.connection_lost,
+        },
     }
 }
 
@@ -299,10 +500,9 @@ pub fn read_results(text: &str) -> Result<Vec<StatementResult>, InvalidInput> {
         if l == r#"{"result":"done"}"# {
             return Ok(StatementResult::Done);
         }
-        if let Some(id) = l
+        if let Some((id, "}")) = l
             .strip_prefix(r#"{"result":"added","nodeid":"#)
-            .and_then(|r| r.strip_suffix('}'))
-            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(json_int)
         {
             return Ok(StatementResult::Added(id));
         }
@@ -313,6 +513,7 @@ pub fn read_results(text: &str) -> Result<Vec<StatementResult>, InvalidInput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn statement_lines_are_the_replay_lines() {
@@ -353,6 +554,123 @@ mod tests {
         );
         assert_eq!(lines[4], r#"{"op":"remove_node","host":"h","port":1}"#);
         assert_eq!(read_statements(&text).unwrap(), stmts);
+    }
+
+    fn any_host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9.-]{1,20}",
+            any::<String>(),
+            prop::collection::vec(prop::char::range('\u{0}', '\u{7f}'), 0..12)
+                .prop_map(|v| v.into_iter().collect()),
+        ]
+    }
+
+    fn any_statement() -> impl Strategy<Value = Statement> {
+        let role = prop_oneof![
+            Just(NodeRole::Primary),
+            Just(NodeRole::Secondary),
+            Just(NodeRole::Unavailable)
+        ];
+        prop_oneof![
+            Just(Statement::LoadMetadata),
+            Just(Statement::Begin),
+            Just(Statement::Commit),
+            Just(Statement::Rollback),
+            (any_host(), any::<i32>(), any::<i32>(), role).prop_map(
+                |(host, port, groupid, role)| {
+                    Statement::AddNode {
+                        host,
+                        port,
+                        groupid,
+                        role,
+                    }
+                }
+            ),
+            (
+                any::<i32>(),
+                any_host(),
+                any::<i32>(),
+                any::<bool>(),
+                any::<i32>()
+            )
+                .prop_map(|(nodeid, host, port, force, cooldown_ms)| {
+                    Statement::UpdateNode {
+                        nodeid,
+                        host,
+                        port,
+                        force,
+                        cooldown_ms,
+                    }
+                }),
+            (any_host(), any::<i32>())
+                .prop_map(|(host, port)| Statement::RemoveNode { host, port }),
+        ]
+    }
+
+    proptest! {
+        /// The hand-written codec is serde's, byte for byte, and reads back what it wrote.
+        #[test]
+        fn statements_are_written_as_serde_writes_them(s in any_statement()) {
+            let mut text = String::new();
+            write_statement(&s, &mut text);
+            prop_assert_eq!(&text, &serde_statement(&s));
+            prop_assert_eq!(read_statements(&text).unwrap(), vec![s]);
+        }
+
+        #[test]
+        fn drain_results_are_written_as_serde_writes_them(id in any::<i32>(), which in 0..3u8) {
+            let r = match which {
+                0 => StatementResult::Done,
+                1 => StatementResult::RolledBack,
+                _ => StatementResult::Added(id),
+            };
+            let mut text = String::new();
+            write_results(std::slice::from_ref(&r), &mut text);
+            let serde = serde_json::to_string(&outcome(&r)).unwrap() + "\n";
+            prop_assert_eq!(&text, &serde);
+            prop_assert_eq!(read_results(&text).unwrap(), vec![r]);
+        }
+    }
+
+    /// Lines the fast path does not take are read by serde, and what is wrong is still named.
+    #[test]
+    fn other_json_for_a_statement_is_read_and_bad_lines_are_refused() {
+        let spaced = r#"{ "op": "add_node", "role": "primary", "host": "h\u0041", "port": 1, "groupid": 2 }"#;
+        assert_eq!(
+            read_statements(spaced).unwrap(),
+            [Statement::AddNode {
+                host: "hA".into(),
+                port: 1,
+                groupid: 2,
+                role: NodeRole::Primary
+            }]
+        );
+        for (bad, why) in [
+            (
+                r#"{"op":"add_node","host":"h","port":01,"groupid":2,"role":"primary"}"#,
+                "line 1",
+            ),
+            (
+                r#"{"op":"add_node","host":"h","port":+1,"groupid":2,"role":"primary"}"#,
+                "line 1",
+            ),
+            (
+                r#"{"op":"add_node","host":"h","port":1,"groupid":2}"#,
+                "missing field `role`",
+            ),
+            (
+                r#"{"op":"remove_node","host":"h","port":99999999999}"#,
+                "line 1",
+            ),
+            (r#"{"op":"begin"}x"#, "trailing"),
+            (r#"{"op":"launch"}"#, "unknown op"),
+        ] {
+            let e = read_statements(bad).unwrap_err();
+            assert_eq!(e.field, "statements");
+            assert!(e.reason.contains(why), "{bad}: {}", e.reason);
+        }
+        assert!(read_results(r#"{"result":"added","nodeid":+7}"#).is_err());
+        assert!(read_results(r#"{"result":"added","nodeid":07}"#).is_err());
     }
 
     #[test]
