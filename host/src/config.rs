@@ -44,7 +44,7 @@ pub use dcs::{DcsSettings, DEFAULT_NAMESPACE};
 
 use crate::dcs::etcd::EtcdSettings;
 use crate::dcs::file::parse_cluster_text;
-use crate::policy::{LoadedPolicy, Policy, PolicyEngine, PolicyLimits};
+use crate::policy::{Functions, LoadedPolicy, PolicyEngine, PolicyLimits};
 use citus_ha_policy::conninfo::parse_conn_url;
 use citus_ha_policy::CitusConfig;
 use serde_yaml::{Mapping, Value};

@@ -2,7 +2,7 @@
 //! parameters for Citus) and `bootstrap` (prepare a new node's database for Citus).
 
 use crate::config::Config;
-use crate::policy::{Policy, PolicyEngine, PolicyLimits};
+use crate::policy::{Functions, PolicyEngine, PolicyLimits};
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use std::io::Read;
 use std::path::Path;
