@@ -7,8 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod dcs;
 pub mod demo;
-pub mod guest_build;
-pub mod guest_variants;
 pub mod loose_yaml;
 pub mod ops;
 pub mod policy;
