@@ -35,7 +35,7 @@ pub fn engine(call_timeout_ms: u64) -> PolicyEngine {
     .unwrap()
 }
 
-/// A test build of the policy (`guest_variants::policy_variant`) loaded into `engine`.
+/// A test build of the policy (`citus_ha_guest_build::policy_variant`) loaded into `engine`.
 pub fn load_variant(engine: &PolicyEngine, features: &str) -> citus_ha::policy::LoadedPolicy {
     let path = citus_ha_guest_build::policy_variant(features).unwrap();
     engine
