@@ -29,6 +29,9 @@ pub type Instant = u64;
 pub const METADATA_SYNC_WAIT_MS: u64 = 1_000;
 /// How soon to try again after the metadata could not be loaded.
 pub const RELOAD_RETRY_MS: u64 = 1_000;
+/// Statements one batch may pipeline across independent plans: enough that draining many
+/// groups costs few host calls, few enough that one call's text stays small.
+pub const BATCH_STATEMENTS: usize = 256;
 
 pub use crate::state::STATE_FORMAT;
 
@@ -135,6 +138,11 @@ pub struct Handler {
     /// Statements of the last `poll_statements` batch issued beyond the one awaited.
     #[serde(default, skip_serializing_if = "crate::state::zero_in_json")]
     batch_ahead: usize,
+    /// The tasks planned into the last batch after `work`'s, in batch order (see
+    /// [`Handler::poll_statements`]). Hosts export state between batches, never inside one,
+    /// so this is not exported; an import mid-batch loses it and reloads (`handle_results`).
+    #[serde(skip)]
+    pipelined: VecDeque<Work>,
     #[serde(skip)]
     logs: Vec<LogLine>,
     #[serde(skip)]
@@ -232,6 +240,7 @@ impl Handler {
             completed: Vec::new(),
             metrics: Metrics::default(),
             batch_ahead: 0,
+            pipelined: VecDeque::new(),
             logs: Vec::new(),
             reported: BTreeSet::new(),
             view_memo: ViewMemo::default(),
@@ -632,6 +641,7 @@ impl Handler {
         if let Some(w) = self.work.take() {
             self.complete(w.task.ticket);
         }
+        self.pipelined.clear();
         self.in_flight = None;
         self.awaiting = None;
         self.txn = Txn::default();
@@ -763,7 +773,12 @@ impl Handler {
 
     /// The statements to run next, in order: the one `poll_statement` gives, and when that is
     /// a step of a planned change, the rest of its plan, since no result of a plan's statement
-    /// changes what its next statement is. Empty when the turn is over.
+    /// changes what its next statement is. The batch goes on past a change that leaves no
+    /// transaction open into the next tasks' plans, as long as they are what the next poll
+    /// would plan if every statement before them succeeds (so a failure, which stops the host,
+    /// leaves exactly what a batch ending there would have): independent groups' transactions
+    /// in one batch, at most [`BATCH_STATEMENTS`] statements unless one plan alone is longer.
+    /// Empty when the turn is over.
     pub fn poll_statements(&mut self, now: Instant) -> Vec<Statement> {
         let Some(first) = self.poll_statement(now) else {
             return Vec::new();
@@ -771,17 +786,60 @@ impl Handler {
         let mut out = vec![first];
         if let (Some(Awaiting::Step(_)), Some(work)) = (&self.awaiting, &self.work) {
             out.extend(work.steps.iter().map(|s| step_statement(s, &work.task)));
+            let mut pipelined = VecDeque::new();
+            let mut last = work;
+            while let Some(next) = self.plan_ahead(now, last, &pipelined) {
+                if out.len() + next.steps.len() > BATCH_STATEMENTS {
+                    break;
+                }
+                out.extend(next.steps.iter().map(|s| step_statement(s, &next.task)));
+                pipelined.push_back(next);
+                last = pipelined.back().expect("just pushed");
+            }
+            self.pipelined = pipelined;
         }
         self.batch_ahead = out.len() - 1;
         self.metrics.statements += self.batch_ahead as u64;
         out
     }
 
+    /// The plan the next poll would start once `last` (the batch's latest plan) and everything
+    /// before it succeeded, or None where that depends on more than success: `last` leaves a
+    /// transaction open, a reload is due, or the next task would be dropped or has nothing to
+    /// run. `planned` are the plans already pipelined after `work`'s.
+    fn plan_ahead(&self, now: Instant, last: &Work, planned: &VecDeque<Work>) -> Option<Work> {
+        if last.task.event.opens_transaction() || self.schedule_load {
+            return None;
+        }
+        let current = self.work.as_ref().map(|w| w.task.groupid());
+        let free =
+            |g: GroupId| Some(g) != current && !planned.iter().any(|w| w.task.groupid() == g);
+        let eligible = |t: &Task| t.not_before.is_none_or(|nb| now >= nb);
+        let g = match self.queue.get(COORDINATOR_GROUP).filter(|t| eligible(t)) {
+            Some(_) if free(COORDINATOR_GROUP) => COORDINATOR_GROUP,
+            _ => self
+                .queue
+                .groups_in_order()
+                .find(|g| free(*g) && self.queue.get(*g).is_some_and(eligible))?,
+        };
+        let task = self.queue.get(g).expect("listed");
+        let dropped = task.expires_at().is_some_and(|at| now >= at)
+            || self.cache.get(&g).is_some_and(|c| task.same_as(c));
+        if dropped {
+            return None;
+        }
+        // After a committed (or autocommitted) change: no transaction, nothing in flight.
+        let work = self.plan_work(task.clone(), now, None, Txn::default());
+        (!work.steps.is_empty()).then_some(work)
+    }
+
     /// The results of the statements `poll_statements` returned, in order: all of them, or
     /// those up to and including the first that failed. Statements of the batch without a
-    /// result are issued again by the next poll.
+    /// result are issued again by the next poll (a pipelined plan without a result is planned
+    /// again).
     pub fn handle_results(&mut self, now: Instant, results: Vec<StatementResult>) {
         let ahead = std::mem::take(&mut self.batch_ahead);
+        let mut pipelined = std::mem::take(&mut self.pipelined);
         let mut results = results.into_iter();
         let Some(first) = results.next() else {
             self.log(Level::Error, "handle_results without a result".into());
@@ -789,6 +847,13 @@ impl Handler {
         };
         self.handle_result(now, first);
         for (i, result) in results.enumerate() {
+            if i < ahead && self.work.as_ref().is_some_and(|w| w.steps.is_empty()) {
+                // The plan before succeeded to its end: the batch goes on with the next one.
+                if let Some(next) = pipelined.pop_front() {
+                    self.finish_work();
+                    self.work = Some(next);
+                }
+            }
             let step = match self.work.as_mut() {
                 Some(w) if i < ahead => w.steps.pop_front(),
                 _ => None,
@@ -796,13 +861,18 @@ impl Handler {
             let Some(step) = step else {
                 self.log(
                     Level::Error,
-                    "handle_results got more results than statements were issued".into(),
+                    "handle_results got more results than statements were issued; reloading".into(),
                 );
+                // Whatever ran is in the database, not in the cache.
+                self.schedule_reload();
                 return;
             };
             self.awaiting = Some(Awaiting::Step(step));
             self.handle_result(now, result);
         }
+        // Plans after a failure never ran and are planned again: count them when they run.
+        let unrun: usize = pipelined.iter().map(|w| w.steps.len()).sum();
+        self.metrics.statements -= unrun as u64;
     }
 
     /// When the host must run a turn even without new input: an open transaction's deadline,
@@ -1102,17 +1172,24 @@ impl Handler {
     }
 
     /// Plans a task: the reference's `process_task` and `update_group`.
-    fn start_work(&mut self, mut task: Task, now: Instant) {
+    fn start_work(&mut self, task: Task, now: Instant) {
+        let work = self.plan_work(task, now, self.in_flight.as_ref(), self.txn);
+        self.work = Some(work);
+    }
+
+    /// The statements for `task` with `in_flight` holding the open transaction (if any) and
+    /// `txn` the session's transaction; reads nothing else but the cache.
+    fn plan_work(&self, mut task: Task, now: Instant, in_flight: Option<&Task>, txn: Txn) -> Work {
         let g = task.groupid();
-        let in_txn = self.in_flight.is_some();
+        let in_txn = in_flight.is_some();
         // `transition` adjusts the old topology as it plans; it works on a copy so that the
         // cache still says what is committed if this transaction is rolled back later.
-        let mut old: Group = match (&self.in_flight, self.cache.get(&g)) {
+        let mut old: Group = match (in_flight, self.cache.get(&g)) {
             (Some(f), _) => f.group.clone(),
             (None, Some(c)) => c.group.clone(),
             (None, None) => Group::new(g),
         };
-        let txn_has_update = self.txn.open && self.txn.has_update;
+        let txn_has_update = txn.open && txn.has_update;
         let plan = transition(&mut task.group, &mut old, txn_has_update);
         let mut steps: VecDeque<Step> = VecDeque::new();
         let standalone_txn = !in_txn && plan.steps > 1;
@@ -1135,7 +1212,7 @@ impl Handler {
                 steps.push_back(Step::Commit);
             }
         }
-        self.work = Some(Work { task, steps });
+        Work { task, steps }
     }
 
     fn step_result(&mut self, now: Instant, step: Step, result: StatementResult) {

@@ -46,6 +46,35 @@ fn config(group: GroupId) -> CitusConfig {
 }
 
 impl Host {
+    /// One loop turn as the host runs it: batches, each stopped at its first failure; the
+    /// statements run, by batch.
+    fn batched_turn(&mut self) -> Vec<Vec<Statement>> {
+        self.sim.set_time_ms(self.now);
+        self.results.clear();
+        let mut batches = Vec::new();
+        loop {
+            let batch = self.h.poll_statements(self.now);
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batches.len() < 100, "the turn does not end: {batches:?}");
+            let mut results = Vec::new();
+            for stmt in &batch {
+                let r = self.exec(stmt);
+                let ends = r.ends_batch();
+                results.push(r);
+                if ends {
+                    break;
+                }
+            }
+            self.results.extend(results.iter().cloned());
+            batches.push(batch[..results.len()].to_vec());
+            self.h.handle_results(self.now, results);
+        }
+        assert!(!self.h.is_busy());
+        batches
+    }
+
     fn new(opts: SimOptions, rows: &[(i32, GroupId, &str, &str)]) -> Self {
         let mut sim = Simulator::with_options(opts);
         sim.replace_rows(rows_of(rows));
@@ -1768,13 +1797,19 @@ fn a_plan_comes_in_one_batch_and_a_failure_cuts_it_short() {
         h.base.handler.handle_results(h.base.now, results);
         batches.push(batch);
     }
+    // The coordinator's, group 1's and group 2's plans are independent: one batch.
     assert_eq!(
         batches,
         vec![
             vec![LoadMetadata],
-            vec![add_p("10.0.0.1", 0)],
-            vec![Begin, add_p("10.0.1.1", 1), add_s("10.0.1.2", 1), Commit],
-            vec![add_p("10.0.2.1", 2)],
+            vec![
+                add_p("10.0.0.1", 0),
+                Begin,
+                add_p("10.0.1.1", 1),
+                add_s("10.0.1.2", 1),
+                Commit,
+                add_p("10.0.2.1", 2),
+            ],
         ]
     );
     assert_eq!(h.handler.metrics().statements, 7);
@@ -1808,4 +1843,70 @@ fn a_plan_comes_in_one_batch_and_a_failure_cuts_it_short() {
         vec![LoadMetadata]
     );
     assert_eq!(h.handler.metrics().failed_statements, 1);
+}
+
+/// A failure inside a pipelined batch leaves what one statement at a time leaves: the plans
+/// before it done, the failed one dropped, the ones after it not run, the same counters.
+#[test]
+fn a_failure_inside_a_pipelined_batch_leaves_what_one_statement_at_a_time_does() {
+    let run = |batched: bool| {
+        let mut h = Host::with_rows(&[]);
+        h.heartbeat(&base());
+        // Group 1's COMMIT, inside the batch that also carries the coordinator's and group 2's adds.
+        h.armed.push("commit");
+        let turn = |h: &mut Host| {
+            if batched {
+                h.batched_turn().concat()
+            } else {
+                h.turn()
+            }
+        };
+        let sent = turn(&mut h);
+        let results = h.results.clone();
+        let rows = h.h.cached_rows();
+        h.heartbeat(&base());
+        let retry = turn(&mut h);
+        (sent, results, rows, retry, h.h.cached_rows(), h.h.metrics())
+    };
+    let batched = run(true);
+    assert_eq!(batched, run(false));
+    let (sent, _, rows, retry, _, metrics) = batched;
+    assert_eq!(
+        sent,
+        vec![
+            LoadMetadata,
+            add_p("10.0.0.1", 0),
+            Begin,
+            add_p("10.0.1.1", 1),
+            add_s("10.0.1.2", 1),
+            Commit,
+            LoadMetadata,
+            add_p("10.0.2.1", 2),
+        ]
+    );
+    assert_eq!(rows.len(), 2, "the coordinator and group 2: {rows:?}");
+    assert_eq!(
+        retry,
+        vec![Begin, add_p("10.0.1.1", 1), add_s("10.0.1.2", 1), Commit]
+    );
+    assert_eq!(metrics.statements, 12);
+    assert_eq!(metrics.failed_statements, 1);
+}
+
+#[test]
+fn a_batch_pipelines_at_most_batch_statements() {
+    let mut h = Host::with_rows(&[]);
+    let workers: Vec<(GroupId, GroupView)> = (1..=300)
+        .map(|g| {
+            let name = format!("w{g}a");
+            let addr = format!("10.1.{}.{}", g / 100, g % 100);
+            (g, grp(Some(&name), vec![primary(m(&name, &addr))]))
+        })
+        .collect();
+    h.heartbeat(&view(workers));
+    let sizes: Vec<usize> = h.batched_turn().iter().map(Vec::len).collect();
+    // The load, then 301 single-statement adds (the coordinator's first).
+    assert_eq!(sizes, vec![1, BATCH_STATEMENTS, 301 - BATCH_STATEMENTS]);
+    assert_eq!(h.h.metrics().statements, 302);
+    assert_eq!(h.h.cached_rows().len(), 301);
 }

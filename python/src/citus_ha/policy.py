@@ -15,7 +15,7 @@ import wasmtime.component as wc
 from ._runtime import DEFAULT_LIMITS, Instance, Limits, compile_component, exports_of, imports_of
 from .errors import InvalidInput, PolicyLoadError, PolicyTrap
 from .statements import Batch, Results
-from .view import ClusterView, ViewWriter, view_text
+from .view import ClusterView, GroupBodies, ViewWriter, view_text
 
 log = logging.getLogger("citus_ha")
 
@@ -380,9 +380,11 @@ class Handler:
 
     # ----- inputs -------------------------------------------------------------------------
 
-    def heartbeat(self, now: int, view: ClusterView) -> None:
-        """Reconcile with this DCS view (coordinator only)."""
-        text = self._writer.write(view)
+    def heartbeat(self, now: int, view: Union[ClusterView, GroupBodies]) -> None:
+        """Reconcile with this DCS view (coordinator only): a `ClusterView`, or its groups'
+        bodies as an HA manager writes them from its own objects."""
+        text = (self._writer.write(view) if isinstance(view, ClusterView)
+                else self._writer.write_bodies(view))
         try:
             r = self._call("[method]handler.handle-heartbeat", now, text)
         except PolicyTrap:
@@ -392,8 +394,8 @@ class Handler:
             self._writer.reset()
             raise _invalid(r.payload)
 
-    def event(self, now: int, view: ClusterView, body: Union[str, Mapping[str, Any]]
-              ) -> EventOutcome:
+    def event(self, now: int, view: Union[ClusterView, GroupBodies],
+              body: Union[str, Mapping[str, Any]]) -> EventOutcome:
         """A worker's REST event (the JSON body as received) with the DCS view now."""
         text = body if isinstance(body, str) else json.dumps(body)
         r = _checked(self._call("[method]handler.handle-event", now, view_text(view), text))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidInput
 
@@ -116,12 +116,16 @@ def cluster_from_dict(v: Any) -> ClusterView:
     return ClusterView(coordinator, dict(sorted(workers.items())))
 
 
-def _v(s: Optional[str]) -> str:
+def text_field(s: Optional[str]) -> str:
+    """One field of a group's body: `\\N` for an absent value, the COPY escapes applied."""
     if s is None:
         return _ABSENT
     if "\\" in s or "\t" in s or "\n" in s or "\r" in s:
         return s.translate(_ESCAPES)
     return s
+
+
+_v = text_field
 
 
 def group_body(g: GroupView) -> str:
@@ -135,6 +139,11 @@ def group_body(g: GroupView) -> str:
             + f"\t{_v(m.role)}\t{_v(m.state)}\t{'1' if m.noloadbalance else '0'}"
         )
     return "\t".join(parts)
+
+
+#: Each group's id and body (`group_body`), the coordinator's (0) first, then the workers in
+#: ascending id: what a view's text is written from.
+GroupBodies = Iterable[Tuple[int, str]]
 
 
 def _groups(view: ClusterView) -> Iterable[Tuple[int, GroupView]]:
@@ -151,10 +160,16 @@ def _line(gid: int, flag: str, body: str) -> str:
     return f"{gid}\t{flag}\t{n}\t{body}"
 
 
-def view_text(view: ClusterView) -> str:
+def bodies(view: ClusterView) -> GroupBodies:
+    """The view's groups as the bodies its text is written from."""
+    return ((gid, group_body(g)) for gid, g in _groups(view))
+
+
+def view_text(view: Union[ClusterView, GroupBodies]) -> str:
     """A view written once, with no base (events, tests)."""
+    groups = bodies(view) if isinstance(view, ClusterView) else view
     lines = [f"CHV2\t0\t{_ABSENT}"]
-    lines.extend(_line(gid, "+", group_body(g)) for gid, g in _groups(view))
+    lines.extend(_line(gid, "+", body) for gid, body in groups)
     return "\n".join(lines) + "\n"
 
 
@@ -171,16 +186,20 @@ class ViewWriter:
         self._seq = None
 
     def write(self, view: ClusterView) -> str:
+        return self.write_bodies(bodies(view))
+
+    def write_bodies(self, groups: GroupBodies) -> str:
+        """A view written from its groups' bodies (an HA manager that writes them from its own
+        objects skips building a `ClusterView`)."""
         base = self._seq
         seq = next(_SEQ)
         prev = self._bodies if base is not None else {}
-        bodies: Dict[int, str] = {}
+        seen: Dict[int, str] = {}
         lines: List[str] = [f"CHV2\t{seq}\t{_ABSENT if base is None else base}"]
-        for gid, g in _groups(view):
-            body = group_body(g)
-            bodies[gid] = body
+        for gid, body in groups:
+            seen[gid] = body
             lines.append(_line(gid, "=" if prev.get(gid) == body else "+", body))
-        self._bodies = bodies
+        self._bodies = seen
         self._seq = seq
         lines.append("")
         return "\n".join(lines)
