@@ -64,6 +64,9 @@ pub struct Step<'a> {
     pub in_transaction: bool,
     /// The handler had a task in flight when the statement was sent.
     pub in_flight: bool,
+    /// Which of the turn's batches the statement came in (from 0; one statement each when
+    /// delivered one by one).
+    pub batch: usize,
 }
 
 /// A handler, the simulator it runs on, and the host's clock.
@@ -124,6 +127,7 @@ impl SimHost {
         self.sim.set_time_ms(self.now);
         let mut batch = VecDeque::new();
         let mut results = Vec::new();
+        let mut batches = 0;
         loop {
             if batch.is_empty() {
                 if !results.is_empty() {
@@ -134,6 +138,7 @@ impl SimHost {
                     Delivery::Batches => batch.extend(self.handler.poll_statements(self.now)),
                     Delivery::OneByOne => batch.extend(self.handler.poll_statement(self.now)),
                 }
+                batches += 1;
             }
             let Some(stmt) = batch.pop_front() else {
                 return Ok(());
@@ -147,6 +152,7 @@ impl SimHost {
                 injected,
                 in_transaction,
                 in_flight,
+                batch: batches - 1,
             })?;
             match delivery {
                 Delivery::Batches => {

@@ -49,29 +49,19 @@ impl Host {
     /// One loop turn as the host runs it: batches, each stopped at its first failure; the
     /// statements run, by batch.
     fn batched_turn(&mut self) -> Vec<Vec<Statement>> {
-        self.sim.set_time_ms(self.now);
-        self.results.clear();
-        let mut batches = Vec::new();
-        loop {
-            let batch = self.h.poll_statements(self.now);
-            if batch.is_empty() {
-                break;
+        let mut batches: Vec<Vec<Statement>> = Vec::new();
+        let mut results = Vec::new();
+        let _ = self.base.turn(Delivery::Batches, |step| {
+            if step.batch == batches.len() {
+                assert!(batches.len() < 100, "the turn does not end: {batches:?}");
+                batches.push(Vec::new());
             }
-            assert!(batches.len() < 100, "the turn does not end: {batches:?}");
-            let mut results = Vec::new();
-            for stmt in &batch {
-                let r = self.exec(stmt);
-                let ends = r.ends_batch();
-                results.push(r);
-                if ends {
-                    break;
-                }
-            }
-            self.results.extend(results.iter().cloned());
-            batches.push(batch[..results.len()].to_vec());
-            self.h.handle_results(self.now, results);
-        }
-        assert!(!self.h.is_busy());
+            batches[step.batch].push(step.statement.clone());
+            results.push(step.result.clone());
+            Ok::<(), ()>(())
+        });
+        self.results = results;
+        assert!(!self.handler.is_busy());
         batches
     }
 
@@ -1853,7 +1843,7 @@ fn a_failure_inside_a_pipelined_batch_leaves_what_one_statement_at_a_time_does()
         let mut h = Host::with_rows(&[]);
         h.heartbeat(&base());
         // Group 1's COMMIT, inside the batch that also carries the coordinator's and group 2's adds.
-        h.armed.push("commit");
+        h.arm(StatementKind::Commit);
         let turn = |h: &mut Host| {
             if batched {
                 h.batched_turn().concat()
@@ -1863,10 +1853,17 @@ fn a_failure_inside_a_pipelined_batch_leaves_what_one_statement_at_a_time_does()
         };
         let sent = turn(&mut h);
         let results = h.results.clone();
-        let rows = h.h.cached_rows();
+        let rows = h.handler.cached_rows();
         h.heartbeat(&base());
         let retry = turn(&mut h);
-        (sent, results, rows, retry, h.h.cached_rows(), h.h.metrics())
+        (
+            sent,
+            results,
+            rows,
+            retry,
+            h.handler.cached_rows(),
+            h.handler.metrics(),
+        )
     };
     let batched = run(true);
     assert_eq!(batched, run(false));
@@ -1907,6 +1904,6 @@ fn a_batch_pipelines_at_most_batch_statements() {
     let sizes: Vec<usize> = h.batched_turn().iter().map(Vec::len).collect();
     // The load, then 301 single-statement adds (the coordinator's first).
     assert_eq!(sizes, vec![1, BATCH_STATEMENTS, 301 - BATCH_STATEMENTS]);
-    assert_eq!(h.h.metrics().statements, 302);
-    assert_eq!(h.h.cached_rows().len(), 301);
+    assert_eq!(h.handler.metrics().statements, 302);
+    assert_eq!(h.handler.cached_rows().len(), 301);
 }
