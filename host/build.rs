@@ -1,8 +1,5 @@
 //! Builds the policy component that `citus-ha` embeds as its default policy.
 
-#[path = "src/guest_build.rs"]
-mod guest_build;
-
 use std::path::PathBuf;
 
 fn main() {
@@ -16,13 +13,13 @@ fn main() {
         "sim/component/Cargo.toml",
         "wit",
         "Cargo.toml",
-        "host/src/guest_build.rs",
+        "tests/guest-build/src",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(p).display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let target_dir = workspace.join("target").join("guest");
-    match guest_build::build_policy(&workspace, &target_dir, "") {
+    match citus_ha_guest_build::build_policy(&workspace, &target_dir, "") {
         Ok(component) => {
             std::fs::write(out.join("citus_ha_policy.wasm"), &component).unwrap();
             // For operators and other hosts that want the file itself.
@@ -35,7 +32,7 @@ fn main() {
     }
     // The simulator as a component, for the Python (and other) hosts' replay and benchmarks;
     // this host runs the crate natively.
-    match guest_build::build_sim(&workspace, &target_dir) {
+    match citus_ha_guest_build::build_sim(&workspace, &target_dir) {
         Ok(component) => {
             let _ = std::fs::write(target_dir.join("citus_sim.component.wasm"), &component);
         }

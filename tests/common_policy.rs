@@ -30,14 +30,14 @@ pub fn engine(call_timeout_ms: u64) -> PolicyEngine {
         },
         // Compiling a component in a debug build takes seconds; the artifact cache is keyed by
         // the component's hash and the engine's settings, so sharing it is safe.
-        Some(citus_ha::guest_variants::workspace_dir().join("target/wasm-cache")),
+        Some(citus_ha_guest_build::workspace_dir().join("target/wasm-cache")),
     )
     .unwrap()
 }
 
-/// A test build of the policy (`guest_variants::policy_variant`) loaded into `engine`.
+/// A test build of the policy (`citus_ha_guest_build::policy_variant`) loaded into `engine`.
 pub fn load_variant(engine: &PolicyEngine, features: &str) -> citus_ha::policy::LoadedPolicy {
-    let path = citus_ha::guest_variants::policy_variant(features).unwrap();
+    let path = citus_ha_guest_build::policy_variant(features).unwrap();
     engine
         .load(&std::fs::read(path).unwrap(), features)
         .unwrap()

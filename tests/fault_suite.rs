@@ -259,7 +259,7 @@ async fn random_fault_schedules_keep_every_invariant() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let trapping = tokio::task::spawn_blocking(|| {
-        citus_ha::guest_variants::policy_variant("fault-trap-heartbeat").expect("test build")
+        citus_ha_guest_build::policy_variant("fault-trap-heartbeat").expect("test build")
     })
     .await
     .unwrap();

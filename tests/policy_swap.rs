@@ -5,9 +5,9 @@
 mod common;
 
 use citus_ha::agent::{Agent, SwapRefused};
-use citus_ha::guest_variants::{dummy_component, policy_variant};
 use citus_ha::session::sim::SimSession;
 use citus_ha::EMBEDDED_POLICY;
+use citus_ha_guest_build::{dummy_component, policy_variant};
 use citus_ha_policy::{EventOutcome, Statement};
 use common::*;
 use std::path::PathBuf;

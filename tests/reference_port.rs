@@ -6,7 +6,7 @@
 #[path = "common_policy.rs"]
 mod common;
 
-use citus_ha::guest_variants::policy_variant;
+use citus_ha_guest_build::policy_variant;
 use common::replay;
 use std::path::PathBuf;
 

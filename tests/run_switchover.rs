@@ -229,7 +229,7 @@ fn variant_of_embedded(tag: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_policy_reload_over_http_mid_switchover() {
     // Built first (a cargo build of the guest): the pause below must not wait for it.
-    let v01 = tokio::task::spawn_blocking(|| citus_ha::guest_variants::policy_variant("wit-v0_1"))
+    let v01 = tokio::task::spawn_blocking(|| citus_ha_guest_build::policy_variant("wit-v0_1"))
         .await
         .unwrap()
         .expect("build the 0.1.0 policy");

@@ -3,7 +3,7 @@
 //! restores the last exported state into a fresh instance (or falls back to the known-good
 //! build), and it performs policy swaps between two calls.
 
-use crate::policy::{LoadedPolicy, Policy, PolicyError, PolicyResult, WasmPolicy};
+use crate::policy::{Functions, Handler, LoadedPolicy, PolicyError, PolicyResult, WasmHandler};
 use crate::session::MetadataSession;
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
@@ -51,7 +51,7 @@ impl CallKind {
 const TRAPS_BEFORE_FALLBACK: u32 = 2;
 
 pub struct Agent<S> {
-    policy: Box<dyn Policy>,
+    policy: Box<dyn Handler>,
     loaded: Option<LoadedPolicy>,
     previous: Option<LoadedPolicy>,
     /// The build to fall back to when the running one keeps trapping.
@@ -65,7 +65,7 @@ pub struct Agent<S> {
 }
 
 impl<S: MetadataSession> Agent<S> {
-    pub fn new(policy: WasmPolicy, identity: Identity, session: S) -> Self {
+    pub fn new(policy: WasmHandler, identity: Identity, session: S) -> Self {
         let loaded = policy.meta().clone();
         let mut agent = Self::with_policy(Box::new(policy), identity, session);
         agent.loaded = Some(loaded);
@@ -73,7 +73,7 @@ impl<S: MetadataSession> Agent<S> {
     }
 
     /// An agent around any policy (the native baseline in benchmarks).
-    pub fn with_policy(policy: Box<dyn Policy>, identity: Identity, session: S) -> Self {
+    pub fn with_policy(policy: Box<dyn Handler>, identity: Identity, session: S) -> Self {
         Self {
             policy,
             loaded: None,
@@ -96,13 +96,13 @@ impl<S: MetadataSession> Agent<S> {
     pub fn previous(&self) -> Option<&LoadedPolicy> {
         self.previous.as_ref()
     }
-    pub fn policy(&mut self) -> &mut dyn Policy {
+    pub fn policy(&mut self) -> &mut dyn Handler {
         self.policy.as_mut()
     }
 
     /// A heartbeat with the latest DCS view.
     pub async fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
-        let r = self.policy.heartbeat(now, view);
+        let r = self.policy.handle_heartbeat(now, view);
         self.guard(CallKind::Heartbeat, r).await
     }
 
@@ -113,7 +113,7 @@ impl<S: MetadataSession> Agent<S> {
         view: &ClusterView,
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
-        let r = self.policy.event(now, view, body);
+        let r = self.policy.handle_event(now, view, body);
         self.guard(CallKind::Event, r).await
     }
 
@@ -125,7 +125,7 @@ impl<S: MetadataSession> Agent<S> {
     /// This coordinator was demoted: its session (and open transaction) is gone.
     pub async fn demote(&mut self) -> PolicyResult<()> {
         self.session.lose().await;
-        let r = self.policy.demote();
+        let r = self.policy.handle_demote();
         self.guard(CallKind::Other, r).await
     }
 
@@ -246,7 +246,7 @@ impl<S: MetadataSession> Agent<S> {
             .policy
             .export_state()
             .map_err(|e| SwapRefused::Export(e.to_string()))?;
-        let refused = |r: PolicyResult<Result<WasmPolicy, String>>| match r {
+        let refused = |r: PolicyResult<Result<WasmHandler, String>>| match r {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e),
             Err(e) => Some(e.to_string()),
@@ -269,7 +269,7 @@ impl<S: MetadataSession> Agent<S> {
             }
         };
         next.poll_timeout()
-            .and_then(|_| next.version())
+            .and_then(|_| next.policy_version())
             .map_err(|e| SwapRefused::Warmup(e.to_string()))?;
         if let Some((now, view)) = probe {
             // On a copy: the heartbeat's effects (queued tasks) must not reach the real one.
@@ -281,7 +281,7 @@ impl<S: MetadataSession> Agent<S> {
                 }
             };
             scratch
-                .heartbeat(now, view)
+                .handle_heartbeat(now, view)
                 .map_err(|e| SwapRefused::Warmup(format!("heartbeat on the current view: {e}")))?;
         }
         tracing::info!(hash = %candidate.hash, contract = %candidate.contract, "policy swapped");

@@ -35,8 +35,8 @@ mod fixtures;
 mod harness;
 
 use crate::agent::{Agent, Identity};
-use crate::policy::native::NativePolicy;
-use crate::policy::{LoadedPolicy, Policy, PolicyEngine, PolicyLimits, WasmPolicy};
+use crate::policy::native::{NativeFunctions, NativeHandler};
+use crate::policy::{Functions, Handler, LoadedPolicy, PolicyEngine, PolicyLimits, WasmHandler};
 use crate::session::sim::SimSession;
 use citus_ha_policy::dcs::ClusterView;
 use fixtures::*;
@@ -191,14 +191,14 @@ enum Side {
     Native,
 }
 
-/// A policy instance of either build, keeping the Wasm one's memory readable.
+/// A handler of either build, keeping the Wasm one's memory readable.
 enum Instance {
-    Wasm(Box<WasmPolicy>),
-    Native(Box<NativePolicy>),
+    Wasm(Box<WasmHandler>),
+    Native(Box<NativeHandler>),
 }
 
 impl Instance {
-    fn p(&mut self) -> &mut dyn Policy {
+    fn p(&mut self) -> &mut dyn Handler {
         match self {
             Instance::Wasm(w) => w.as_mut(),
             Instance::Native(n) => n.as_mut(),
@@ -235,17 +235,15 @@ impl Bench {
                 CONNECT_URL,
             )?)),
             Side::Native => {
-                Instance::Native(Box::new(NativePolicy::new(config(), NAME, CONNECT_URL)))
+                Instance::Native(Box::new(NativeHandler::new(config(), NAME, CONNECT_URL)))
             }
         })
     }
 
-    fn functions(&self, side: Side) -> R<Instance> {
+    fn functions(&self, side: Side) -> R<Box<dyn Functions>> {
         Ok(match side {
-            Side::Wasm => Instance::Wasm(Box::new(self.loaded.functions()?)),
-            Side::Native => {
-                Instance::Native(Box::new(NativePolicy::new(config(), NAME, CONNECT_URL)))
-            }
+            Side::Wasm => Box::new(self.loaded.functions()?),
+            Side::Native => Box::new(NativeFunctions),
         })
     }
 
@@ -286,7 +284,7 @@ impl Bench {
 
     fn validate_config(&mut self, side: Side) -> R<Stats> {
         let mut f = self.functions(side)?;
-        let p = f.p();
+        let p = f.as_mut();
         assert_eq!(p.validate_config(CONFIG_JSON)?, Ok(config()));
         Ok(harness::repeat(&self.effort, || {
             std::hint::black_box(p.validate_config(CONFIG_JSON).expect("call").is_ok());
@@ -295,7 +293,7 @@ impl Bench {
 
     fn adjust_gucs(&mut self, side: Side) -> R<Stats> {
         let mut f = self.functions(side)?;
-        let p = f.p();
+        let p = f.as_mut();
         let params = typical_params();
         let out = p.adjust_gucs(&params, Some(SOCKET_DIR))?.expect("valid");
         let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -312,7 +310,7 @@ impl Bench {
 
     fn slot_filter(&mut self, side: Side, matching: bool) -> R<Stats> {
         let mut f = self.functions(side)?;
-        let p = f.p();
+        let p = f.as_mut();
         let slot = if matching {
             slot_match()
         } else {
@@ -338,10 +336,10 @@ impl Bench {
             let mut sim = sim_with(case.rows.clone());
             let p = inst.p();
             // The cache holds the old group (one load), then the heartbeat queues the new one.
-            p.heartbeat(0, &case.view).expect("heartbeat");
-            p.demote().expect("demote");
+            p.handle_heartbeat(0, &case.view).expect("heartbeat");
+            p.handle_demote().expect("demote");
             assert_eq!(turn(p, &mut sim, 0).expect("turn"), 1);
-            p.heartbeat(0, &case.view).expect("heartbeat");
+            p.handle_heartbeat(0, &case.view).expect("heartbeat");
             (inst, sim, 0usize)
         };
         let run = |s: &mut (Instance, SimSession, usize)| {
@@ -362,7 +360,7 @@ impl Bench {
         let mut sim = SimSession::default();
         let n = view.workers.len();
         let p = inst.p();
-        p.heartbeat(0, view)?;
+        p.handle_heartbeat(0, view)?;
         let statements = turn(p, &mut sim, 0)?;
         // A load, then BEGIN + 3 adds + COMMIT for the coordinator and for every worker group.
         assert_eq!(statements, 1 + 5 * (n + 1));
@@ -375,7 +373,7 @@ impl Bench {
         let effort = self.samples_for(n);
         let stats = {
             let p = inst.p();
-            let s = harness::repeat(&effort, || p.heartbeat(1, view).expect("heartbeat"));
+            let s = harness::repeat(&effort, || p.handle_heartbeat(1, view).expect("heartbeat"));
             // Still steady: nothing was queued.
             assert_eq!(turn(p, &mut sim, 1)?, 0, "a steady heartbeat queued tasks");
             s
@@ -413,7 +411,7 @@ impl Bench {
                 reset_to_coordinator(inst.p(), &mut coord_only.borrow_mut()).expect("reset");
                 inst
             };
-            let run = |inst: &mut Instance| inst.p().heartbeat(2, view).expect("heartbeat");
+            let run = |inst: &mut Instance| inst.p().handle_heartbeat(2, view).expect("heartbeat");
             let check = |mut inst: Instance| {
                 if !*verified.borrow() {
                     let mut sim = sim_with(coordinator_rows());
@@ -445,7 +443,7 @@ impl Bench {
                 };
                 let p = inst.p();
                 reset_to_coordinator(p, &mut coord_only.borrow_mut()).expect("reset");
-                p.heartbeat(3, view).expect("heartbeat");
+                p.handle_heartbeat(3, view).expect("heartbeat");
                 (inst, sim_with(coordinator_rows()), 0usize)
             };
             let run = |s: &mut (Instance, SimSession, usize)| {
@@ -535,7 +533,7 @@ impl Bench {
         }
         // The last policy swapped in holds every group: its heartbeat queues nothing.
         let p = agent.policy();
-        p.heartbeat(5, &view)?;
+        p.handle_heartbeat(5, &view)?;
         anyhow::ensure!(
             turn(p, &mut SimSession::default(), 5)? == 0,
             "the swapped-in policy lost the state"

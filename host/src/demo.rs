@@ -200,7 +200,7 @@ pub async fn play() -> anyhow::Result<String> {
     let _ = writeln!(
         t.out,
         "citus-ha demo: {} (WIT contract {}, sha256 {}…) against the in-memory Citus simulator",
-        crate::policy::Policy::version(&mut functions)?,
+        crate::policy::Functions::policy_version(&mut functions)?,
         loaded.contract,
         &loaded.hash[..12]
     );

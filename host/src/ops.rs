@@ -2,7 +2,8 @@
 //! parameters for Citus) and `bootstrap` (prepare a new node's database for Citus).
 
 use crate::config::Config;
-use crate::policy::{Policy, PolicyEngine, PolicyLimits};
+use crate::policy::{Functions, PolicyEngine, PolicyLimits};
+use crate::session::conninfo::coordinator_conninfo;
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use std::io::Read;
 use std::path::Path;
@@ -116,8 +117,8 @@ pub async fn bootstrap(config: &Config, done: &mut dyn FnMut(String)) -> anyhow:
     let steps = p
         .bootstrap_plan(&citus, &config.postgresql.database, &auth, Some(&url))?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let default_db = connect(&config.coordinator_conninfo(&config.postgresql.database)).await?;
-    let citus_db_info = config.coordinator_conninfo(&citus.database);
+    let default_db = connect(&coordinator_conninfo(config, &config.postgresql.database)).await?;
+    let citus_db_info = coordinator_conninfo(config, &citus.database);
     let mut citus_db: Option<tokio_postgres::Client> = None;
     for step in steps {
         match step {

@@ -2,7 +2,7 @@
 //! same agent, policy and session code that `run` uses, and prints every statement.
 
 use crate::agent::{Agent, Identity};
-use crate::policy::{Policy, PolicyEngine, WasmPolicy};
+use crate::policy::{Functions, PolicyEngine, WasmHandler};
 use crate::scenario::{ScenarioError, Step};
 use crate::session::faults::FaultySession;
 use crate::session::pg::{PgSession, SessionLimits};
@@ -136,7 +136,7 @@ pub async fn replay(
         name: name.clone(),
         connect_url: conn_url.clone(),
     };
-    let policy: WasmPolicy = loaded
+    let policy: WasmHandler = loaded
         .new_handler(&config, name, conn_url)
         .map_err(anyhow::Error::from)?;
     match db {

@@ -37,7 +37,7 @@ export function policyVariant(features) {
   if (p) return p;
   const dir = process.env.CITUS_HA_VARIANTS;
   p = dir ? join(dir, `${features}.wasm`)
-    : execFileSync('cargo', ['run', '--quiet', '-p', 'citus-ha', '--example', 'guest_variant', '--', features],
+    : execFileSync('cargo', ['run', '--quiet', '-p', 'citus-ha-guest-build', '--example', 'guest_variant', '--', features],
       { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
   variants.set(features, p);
   return p;

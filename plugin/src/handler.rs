@@ -215,6 +215,18 @@ impl ViewMemo {
     }
 }
 
+/// What asked for a task: a heartbeat (the DCS as it stands now), or a worker's event, which
+/// brings how long its transaction may stay open and the cooldown its forced update asks for.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Heartbeat,
+    Event {
+        kind: EventKind,
+        timeout_ms: u64,
+        cooldown_ms: i32,
+    },
+}
+
 impl Handler {
     pub fn new(
         config: CitusConfig,
@@ -435,9 +447,7 @@ impl Handler {
                     primary,
                     members,
                     &name,
-                    EventKind::AfterPromote,
-                    None,
-                    None,
+                    Origin::Heartbeat,
                 );
                 self.add_task(task, now);
             }
@@ -469,15 +479,7 @@ impl Handler {
         else {
             return false;
         };
-        let task = self.build_task(
-            groupid,
-            primary,
-            members,
-            leader.name,
-            EventKind::AfterPromote,
-            None,
-            None,
-        );
+        let task = self.build_task(groupid, primary, members, leader.name, Origin::Heartbeat);
         self.add_task(task, now);
         false
     }
@@ -596,9 +598,11 @@ impl Handler {
             primary,
             members,
             &ev.leader,
-            ev.kind,
-            Some(ev.timeout_ms),
-            Some(ev.cooldown_ms),
+            Origin::Event {
+                kind: ev.kind,
+                timeout_ms: ev.timeout_ms,
+                cooldown_ms: ev.cooldown_ms,
+            },
         );
         let ticket = self.next_ticket;
         task.ticket = Some(ticket);
@@ -1055,17 +1059,22 @@ impl Handler {
 
     /// The desired topology: the primary plus every running, reachable member that is not the
     /// leader and not tagged noloadbalance.
-    #[allow(clippy::too_many_arguments)]
     fn build_task(
         &mut self,
         groupid: GroupId,
         primary: Node,
         members: &[MemberRef<'_>],
         leader_name: &str,
-        event: EventKind,
-        timeout_ms: Option<u64>,
-        cooldown_ms: Option<i32>,
+        origin: Origin,
     ) -> Task {
+        let (event, timeout_ms, cooldown_ms) = match origin {
+            Origin::Heartbeat => (EventKind::AfterPromote, None, DEFAULT_COOLDOWN_MS),
+            Origin::Event {
+                kind,
+                timeout_ms,
+                cooldown_ms,
+            } => (kind, Some(timeout_ms), cooldown_ms),
+        };
         let mut group = Group::new(groupid);
         group.insert(primary);
         for m in members {
@@ -1086,7 +1095,7 @@ impl Handler {
             group,
             event,
             timeout_ms,
-            cooldown_ms: cooldown_ms.unwrap_or(DEFAULT_COOLDOWN_MS),
+            cooldown_ms,
             deadline: 0,
             ticket: None,
             not_before: None,

@@ -16,6 +16,8 @@ pub mod node;
 pub mod packed_view;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_exec;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim_host;
 pub mod slots;
 pub mod state;
 pub mod statement;

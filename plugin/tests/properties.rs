@@ -22,9 +22,8 @@ use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};
 use citus_ha_policy::handler::METADATA_SYNC_WAIT_MS;
 use citus_ha_policy::node::GroupId;
 use citus_ha_policy::packed_view::{pack_once, PackedView, Packer};
-use citus_ha_policy::{
-    CitusConfig, EventOutcome, Handler, Statement, StatementError, StatementResult,
-};
+use citus_ha_policy::sim_host::{Delivery, SimHost, StatementKind};
+use citus_ha_policy::{CitusConfig, EventOutcome, Handler, StatementResult};
 use citus_sim::{Row, SimOptions, Simulator};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -227,45 +226,12 @@ fn coord_url() -> String {
 
 // ----- the host: the policy wired to the simulator ----------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Load,
-    Begin,
-    Commit,
-    Rollback,
-    Add,
-    Update,
-    Remove,
-}
+use StatementKind as Kind;
 
-const KINDS: [Kind; 7] = [
-    Kind::Load,
-    Kind::Begin,
-    Kind::Commit,
-    Kind::Rollback,
-    Kind::Add,
-    Kind::Update,
-    Kind::Remove,
-];
-
-fn kind(s: &Statement) -> Kind {
-    match s {
-        Statement::LoadMetadata => Kind::Load,
-        Statement::Begin => Kind::Begin,
-        Statement::Commit => Kind::Commit,
-        Statement::Rollback => Kind::Rollback,
-        Statement::AddNode { .. } => Kind::Add,
-        Statement::UpdateNode { .. } => Kind::Update,
-        Statement::RemoveNode { .. } => Kind::Remove,
-    }
-}
-
+/// The shared simulator host, plus what the properties track across turns.
 struct Host {
-    h: Handler,
-    sim: Simulator,
-    now: u64,
+    base: SimHost,
     window: bool,
-    armed: Vec<Kind>,
     /// An UpdateNode was sent in the session's open transaction.
     txn_updated: bool,
     tickets: BTreeSet<u64>,
@@ -276,6 +242,19 @@ struct Host {
     trace: Vec<String>,
     /// Contract 0.3.0's way in: views packed (with unchanged marks), statements in batches.
     packer: Option<Packer>,
+}
+
+impl std::ops::Deref for Host {
+    type Target = SimHost;
+    fn deref(&self) -> &SimHost {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut SimHost {
+        &mut self.base
+    }
 }
 
 impl Host {
@@ -290,11 +269,12 @@ impl Host {
             database: "citus".into(),
         };
         Host {
-            h: Handler::new(config, COORD_NAME, coord_url()),
-            sim,
-            now: 1_000_000,
+            base: SimHost::new(
+                Handler::new(config, COORD_NAME, coord_url()),
+                sim,
+                1_000_000,
+            ),
             window,
-            armed: Vec::new(),
             txn_updated: false,
             tickets: BTreeSet::new(),
             completed: BTreeSet::new(),
@@ -304,120 +284,83 @@ impl Host {
         }
     }
 
-    fn exec(&mut self, stmt: &Statement) -> (StatementResult, bool) {
-        if let Some(i) = self.armed.iter().position(|k| *k == kind(stmt)) {
-            self.armed.remove(i);
-            self.sim.lose_session();
-            let e = StatementError {
-                message: "server closed the connection unexpectedly".into(),
-                sqlstate: None,
-                connection_lost: true,
-            };
-            return (StatementResult::Failed(e), true);
-        }
-        let r = citus_ha_policy::sim_exec::execute(&mut self.sim, stmt);
-        (r, false)
-    }
-
     /// One loop turn: statements until the policy has none, checking (a) and (b).
     fn turn(&mut self) -> Result<(), TestCaseError> {
-        self.sim.set_time_ms(self.now);
+        let delivery = if self.packer.is_some() {
+            Delivery::Batches
+        } else {
+            Delivery::OneByOne
+        };
+        let now = self.base.now;
+        let window = self.window;
+        let (trace, txn_updated, reload_due) =
+            (&mut self.trace, &mut self.txn_updated, &mut self.reload_due);
         let mut n = 0;
-        let mut batch = std::collections::VecDeque::new();
-        let mut results = Vec::new();
-        loop {
-            if batch.is_empty() {
-                if !results.is_empty() {
-                    self.h
-                        .handle_results(self.now, std::mem::take(&mut results));
-                }
-                if self.packer.is_some() {
-                    batch.extend(self.h.poll_statements(self.now));
-                } else {
-                    batch.extend(self.h.poll_statement(self.now));
-                }
-            }
-            let Some(stmt) = batch.pop_front() else { break };
+        self.base.turn(delivery, |step| {
+            let stmt = step.statement;
+            let result = step.result;
             n += 1;
-            prop_assert!(n < 500, "the turn does not end: {:?}", self.trace);
-            if !self.sim.in_transaction() {
-                self.txn_updated = false;
+            prop_assert!(n < 500, "the turn does not end: {:?}", trace);
+            if !step.in_transaction {
+                *txn_updated = false;
             }
-            let k = kind(&stmt);
-            let in_txn = self.sim.in_transaction();
+            let k = Kind::of(stmt);
+            let in_txn = step.in_transaction;
             prop_assert!(
-                !(in_txn && self.txn_updated && matches!(k, Kind::Add | Kind::Remove)),
+                !(in_txn && *txn_updated && matches!(k, Kind::Add | Kind::Remove)),
                 "(a) {stmt:?} after an update in the same transaction; trace: {:#?}",
-                self.trace
+                trace
             );
             if k == Kind::Load {
-                prop_assert!(
-                    self.reload_due,
-                    "reload without a reason; trace: {:#?}",
-                    self.trace
-                );
+                prop_assert!(*reload_due, "reload without a reason; trace: {:#?}", trace);
             }
-            let in_flight = self.h.in_flight_group().is_some();
-            let (result, injected) = self.exec(&stmt);
-            match &result {
-                StatementResult::Metadata(_) => self.reload_due = false,
+            match result {
+                StatementResult::Metadata(_) => *reload_due = false,
                 // A lost transaction that an earlier turn opened may be reloaded.
                 StatementResult::Failed(e)
-                    if injected || in_flight || !e.message.contains(OUT_OF_SYNC) =>
+                    if step.injected || step.in_flight || !e.message.contains(OUT_OF_SYNC) =>
                 {
-                    self.reload_due = true
+                    *reload_due = true
                 }
                 _ => {}
             }
-            self.trace
-                .push(format!("t={} {stmt:?} -> {result:?}", self.now));
+            trace.push(format!("t={now} {stmt:?} -> {result:?}"));
             if k == Kind::Update && in_txn {
-                self.txn_updated = true;
+                *txn_updated = true;
             }
-            if let StatementResult::Failed(e) = &result {
-                let allowed = injected
-                    || (self.window
+            if let StatementResult::Failed(e) = result {
+                let allowed = step.injected
+                    || (window
                         && matches!(k, Kind::Add | Kind::Remove)
                         && e.message.contains(OUT_OF_SYNC));
                 prop_assert!(
                     allowed,
                     "(a) refused: {stmt:?}: {}; trace: {:#?}",
                     e.message,
-                    self.trace
+                    trace
                 );
             }
-            if result == StatementResult::RolledBack {
-                prop_assert!(
-                    false,
-                    "(a) COMMIT answered ROLLBACK; trace: {:#?}",
-                    self.trace
-                );
-            }
-            let stop = result.ends_batch();
-            if self.packer.is_some() {
-                results.push(result);
-                if stop {
-                    // The host stops a batch at its first failure.
-                    batch.clear();
-                }
-            } else {
-                self.h.handle_result(self.now, result);
-            }
-        }
-        prop_assert!(!self.h.is_busy());
-        self.completed.extend(self.h.poll_completed());
+            prop_assert!(
+                *result != StatementResult::RolledBack,
+                "(a) COMMIT answered ROLLBACK; trace: {:#?}",
+                trace
+            );
+            Ok(())
+        })?;
+        prop_assert!(!self.base.handler.is_busy());
+        self.completed.extend(self.base.handler.poll_completed());
         // (b) an open transaction is the policy's in-flight one, and within its deadline.
         prop_assert_eq!(
-            self.sim.in_transaction(),
-            self.h.in_flight_group().is_some(),
+            self.base.sim.in_transaction(),
+            self.base.handler.in_flight_group().is_some(),
             "(b) session transaction vs policy; trace: {:#?}",
             self.trace
         );
-        if let Some(d) = self.h.in_flight_deadline() {
+        if let Some(d) = self.base.handler.in_flight_deadline() {
             prop_assert!(
-                d > self.now,
+                d > self.base.now,
                 "(b) transaction open at {} past its deadline {d}; trace: {:#?}",
-                self.now,
+                self.base.now,
                 self.trace
             );
         }
@@ -427,12 +370,13 @@ impl Host {
     fn heartbeat(&mut self, w: &World) {
         match &mut self.packer {
             Some(p) => self
-                .h
-                .handle_heartbeat_packed(self.now, p.pack(&w.view()))
+                .base
+                .handler
+                .handle_heartbeat_packed(self.base.now, p.pack(&w.view()))
                 .expect("a packed view is accepted"),
-            None => self.h.handle_heartbeat(self.now, &w.view()),
+            None => self.base.handler.handle_heartbeat(self.base.now, &w.view()),
         }
-        self.completed.extend(self.h.poll_completed());
+        self.completed.extend(self.base.handler.poll_completed());
     }
 
     fn event(
@@ -457,9 +401,13 @@ impl Host {
                 base: None,
                 bytes: &bytes,
             };
-            self.h.handle_event_packed(self.now, view, &body)
+            self.base
+                .handler
+                .handle_event_packed(self.base.now, view, &body)
         } else {
-            self.h.handle_event(self.now, &w.view(), &body)
+            self.base
+                .handler
+                .handle_event(self.base.now, &w.view(), &body)
         };
         match outcome {
             Ok(EventOutcome::Queued(t)) => {
@@ -468,32 +416,34 @@ impl Host {
             Ok(_) => {}
             Err(e) => assert!(kind == "restart", "valid event refused: {e}"),
         }
-        self.completed.extend(self.h.poll_completed());
+        self.completed.extend(self.base.handler.poll_completed());
     }
 
     fn demote(&mut self) {
         self.reload_due = true;
-        self.sim.lose_session();
-        self.h.handle_demote();
-        self.completed.extend(self.h.poll_completed());
+        self.base.sim.lose_session();
+        self.base.handler.handle_demote();
+        self.completed.extend(self.base.handler.poll_completed());
     }
 
     /// Moves the clock past the open transaction's deadline and Citus's metadata sync wait.
     fn past_deadlines(&mut self) {
-        let deadline = self.h.in_flight_deadline().unwrap_or(0);
-        self.now = self.now.max(deadline) + METADATA_SYNC_WAIT_MS + 1;
+        let deadline = self.base.handler.in_flight_deadline().unwrap_or(0);
+        self.base.now = self.base.now.max(deadline) + METADATA_SYNC_WAIT_MS + 1;
     }
 
     /// (c) and (d): changes and failures stop; two heartbeat+turn cycles converge (with the
     /// post-commit window, a few more: see `converges_with_the_post_commit_sync_window`).
     fn converge(&mut self, w: &World) -> Result<(), TestCaseError> {
-        self.armed.clear();
+        self.disarm();
         // Changes that already reached the policy (queued worker events, an open
         // transaction) play out first: turns, each past every deadline and retry time.
         self.trace.push("---- settle".into());
         let mut settled = false;
         for _ in 0..2 * (w.workers.len() + 3) {
-            if self.h.queued_tasks() == 0 && self.h.in_flight_group().is_none() {
+            if self.base.handler.queued_tasks() == 0
+                && self.base.handler.in_flight_group().is_none()
+            {
                 settled = true;
                 break;
             }
@@ -518,7 +468,7 @@ impl Host {
             }
         }
         prop_assert!(
-            !self.sim.in_transaction(),
+            !self.base.sim.in_transaction(),
             "transaction still open after convergence"
         );
         if let Err(e) = verdict {
@@ -549,7 +499,7 @@ impl Host {
     }
 
     fn matches_truth(&self, w: &World) -> Result<(), String> {
-        let rows = self.sim.committed_rows();
+        let rows = self.base.sim.committed_rows();
         for (g, want) in w.truth() {
             let group: Vec<&Row> = rows.iter().filter(|r| r.groupid == g).collect();
             let primaries: Vec<(String, i32)> = group
@@ -729,7 +679,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (g.clone(), pick.clone()).prop_map(|(g, pick)| Op::RestoreLeader { g, pick }),
         1 => mem_flags().prop_map(|flags| Op::StandbyAdd { flags }),
         1 => pick.clone().prop_map(|pick| Op::StandbyRemove { pick }),
-        2 => (0usize..KINDS.len()).prop_map(|kind| Op::Fail { kind }),
+        2 => (0usize..Kind::ALL.len()).prop_map(|kind| Op::Fail { kind }),
         1 => Just(Op::Reload),
         1 => Just(Op::Demote),
     ]
@@ -1033,10 +983,10 @@ fn apply(w: &mut World, host: &mut Host, op: &Op) -> Result<(), TestCaseError> {
                 w.standbys.remove(i);
             }
         }
-        Op::Fail { kind } => host.armed.push(KINDS[*kind]),
+        Op::Fail { kind } => host.arm(Kind::ALL[*kind]),
         Op::Reload => {
             host.reload_due = true;
-            host.h.schedule_reload()
+            host.handler.schedule_reload()
         }
         Op::Demote => host.demote(),
     }
@@ -1088,8 +1038,8 @@ fn run(
     }
     for op in ops {
         if handoff {
-            let state = host.h.export_state();
-            host.h = Handler::import_state(&state).map_err(TestCaseError::fail)?;
+            let state = host.handler.export_state();
+            host.handler = Handler::import_state(&state).map_err(TestCaseError::fail)?;
         }
         host.trace.push(format!("---- {op:?}"));
         apply(&mut w, &mut host, op)?;

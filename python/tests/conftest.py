@@ -37,7 +37,7 @@ def policy_variant(features: str) -> Path:
     target/guest-variants exactly as the Rust sandbox tests build theirs (cargo rebuilds it
     when the policy changed), once per test session."""
     if features not in _VARIANTS:
-        out = subprocess.run(["cargo", "run", "--quiet", "-p", "citus-ha", "--example",
+        out = subprocess.run(["cargo", "run", "--quiet", "-p", "citus-ha-guest-build", "--example",
                               "guest_variant", "--", features], cwd=ROOT, check=True,
                              capture_output=True, text=True)
         _VARIANTS[features] = Path(out.stdout.strip())

@@ -3,7 +3,7 @@
 //! The parent times it from spawn to exit.
 
 use super::fixtures::{config, view, CONNECT_URL, NAME};
-use crate::policy::{Policy, PolicyEngine, PolicyLimits};
+use crate::policy::{Handler, PolicyEngine, PolicyLimits};
 use crate::session::sim::SimSession;
 use crate::session::statement_kind;
 use citus_ha_policy::Statement;
@@ -32,7 +32,7 @@ fn child() -> anyhow::Result<&'static str> {
         .load(crate::EMBEDDED_POLICY, "embedded")
         .map_err(anyhow::Error::msg)?;
     let mut p = loaded.new_handler(&config(), NAME, CONNECT_URL)?;
-    p.heartbeat(0, &view(1))?;
+    p.handle_heartbeat(0, &view(1))?;
     let mut session = SimSession::default();
     loop {
         let batch = p.poll_statements(0)?;

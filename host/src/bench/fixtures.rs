@@ -2,7 +2,7 @@
 //! coordinator `coord-0` at 10.0.0.1 with two replicas, and worker groups 1..N, each a primary
 //! (10.x.y.1) and two running replicas (10.x.y.2, 10.x.y.3).
 
-use crate::policy::{Policy, PolicyResult};
+use crate::policy::{Handler, PolicyResult};
 use crate::session::sim::SimSession;
 use citus_ha_policy::dcs::{ClusterView, GroupView, Member};
 use citus_ha_policy::slots::ReplicationSlot;
@@ -92,7 +92,7 @@ pub fn sim_with(rows: Vec<Row>) -> SimSession {
 
 /// One turn of the metadata loop against the simulator (the loop `Agent::run_turn` runs, without
 /// its state snapshot); returns how many statements ran.
-pub fn turn(p: &mut dyn Policy, session: &mut SimSession, now: u64) -> PolicyResult<usize> {
+pub fn turn(p: &mut dyn Handler, session: &mut SimSession, now: u64) -> PolicyResult<usize> {
     let mut n = 0;
     loop {
         let batch = p.poll_statements(now)?;
@@ -115,10 +115,10 @@ pub fn turn(p: &mut dyn Policy, session: &mut SimSession, now: u64) -> PolicyRes
 
 /// Makes a handler's cache hold just the coordinator group: forget everything (demote) and
 /// reload from a table that has only the coordinator's rows.
-pub fn reset_to_coordinator(p: &mut dyn Policy, coord_only: &mut SimSession) -> PolicyResult<()> {
+pub fn reset_to_coordinator(p: &mut dyn Handler, coord_only: &mut SimSession) -> PolicyResult<()> {
     // A heartbeat first, so that a fresh handler is ready to act.
-    p.heartbeat(0, &view(0))?;
-    p.demote()?;
+    p.handle_heartbeat(0, &view(0))?;
+    p.handle_demote()?;
     let n = turn(p, coord_only, 0)?;
     assert_eq!(n, 1, "a reset is one load");
     Ok(())

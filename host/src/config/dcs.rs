@@ -3,7 +3,8 @@
 //! protocol, username, password, cacert, cert, key}`), so a Patroni config's DCS part can be
 //! pasted as it is.
 
-use super::{kind, parse_host_port, Problem, Walker};
+use super::walker::{kind, parse_host_port, Walker};
+use super::Problem;
 use crate::dcs::etcd::EtcdSettings;
 use serde_yaml::{Mapping, Value};
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 
 mod adapter;
 pub mod native;
+mod store;
 pub mod wasm;
 
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
@@ -11,7 +12,7 @@ use citus_ha_policy::handler::Metrics;
 use citus_ha_policy::slots::ReplicationSlot;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 
-pub use wasm::{LoadedPolicy, PolicyEngine, PolicyLimits, WasmPolicy};
+pub use wasm::{LoadedPolicy, PolicyEngine, PolicyLimits, WasmFunctions, WasmHandler};
 
 /// A call into the policy that did not return normally.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,10 @@ pub enum PolicyError {
 
 pub type PolicyResult<T> = Result<T, PolicyError>;
 
-/// The handler state machine and the pure decisions, with native types on both sides.
-pub trait Policy: Send {
-    fn version(&mut self) -> PolicyResult<String>;
+/// The pure functions of the `policy` interface: decisions with no state behind them, which
+/// any instance of a build answers, with or without a handler.
+pub trait Functions: Send {
+    fn policy_version(&mut self) -> PolicyResult<String>;
     fn validate_config(
         &mut self,
         section_json: &str,
@@ -51,16 +53,21 @@ pub trait Policy: Send {
         auth: &SuperuserAuth,
         connect_url: Option<&str>,
     ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>>;
+}
 
-    fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()>;
-    fn event(
+/// The `handler` resource: one node's metadata state machine. A value of this trait always
+/// has its handler, so there is no "instance without a handler" to guard against; the
+/// instance it lives in answers the pure [`Functions`] too.
+pub trait Handler: Functions {
+    fn handle_heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()>;
+    fn handle_event(
         &mut self,
         now: u64,
         view: &ClusterView,
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>>;
     fn schedule_reload(&mut self) -> PolicyResult<()>;
-    fn demote(&mut self) -> PolicyResult<()>;
+    fn handle_demote(&mut self) -> PolicyResult<()>;
     /// The next statements in order (empty: the turn is over). The caller runs them in order,
     /// stops after the first that fails, and hands back the results it has. A build whose
     /// contract has no batches gives one statement at a time.

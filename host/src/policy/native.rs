@@ -1,43 +1,48 @@
 //! The policy crate linked directly: the baseline the Wasm build is measured against.
 
-use super::{Policy, PolicyResult};
+use super::store::forward_log;
+use super::{Functions, Handler, PolicyResult};
 use citus_ha_policy::bootstrap::{bootstrap_plan, BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
-use citus_ha_policy::handler::{Handler, Metrics};
+use citus_ha_policy::handler::{Handler as Machine, Metrics};
 use citus_ha_policy::slots::{keep_replication_slot, ReplicationSlot};
 use citus_ha_policy::view_text::{self, ViewWriter};
 use citus_ha_policy::{config, gucs};
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 
-pub struct NativePolicy {
-    handler: Handler,
+/// The pure functions, called directly.
+pub struct NativeFunctions;
+
+/// The handler state machine, called directly.
+pub struct NativeHandler {
+    handler: Machine,
     /// The view goes in as text, as it does into a 0.4.0 component, so the baseline does the
     /// same work on the same input.
     writer: ViewWriter,
 }
 
-impl NativePolicy {
+impl NativeHandler {
     pub fn new(config: CitusConfig, name: &str, connect_url: &str) -> Self {
         Self {
-            handler: Handler::new(config, name, connect_url),
+            handler: Machine::new(config, name, connect_url),
             writer: ViewWriter::new(),
         }
     }
     pub fn import(state: &[u8]) -> Result<Self, String> {
-        Handler::import_state(state).map(|handler| Self {
+        Machine::import_state(state).map(|handler| Self {
             handler,
             writer: ViewWriter::new(),
         })
     }
     fn drain(&mut self) {
         for l in self.handler.drain_logs() {
-            crate::policy::wasm::forward_log(l.level, &l.message, "native");
+            forward_log(l.level, &l.message, "native");
         }
     }
 }
 
-impl Policy for NativePolicy {
-    fn version(&mut self) -> PolicyResult<String> {
+impl Functions for NativeFunctions {
+    fn policy_version(&mut self) -> PolicyResult<String> {
         Ok(citus_ha_policy::POLICY_VERSION.to_string())
     }
     fn validate_config(&mut self, s: &str) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
@@ -67,7 +72,44 @@ impl Policy for NativePolicy {
     ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
         Ok(bootstrap_plan(c, db, auth, url))
     }
-    fn heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
+}
+
+/// A native handler answers the pure functions as its Wasm counterpart's instance does.
+impl Functions for NativeHandler {
+    fn policy_version(&mut self) -> PolicyResult<String> {
+        NativeFunctions.policy_version()
+    }
+    fn validate_config(&mut self, s: &str) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
+        NativeFunctions.validate_config(s)
+    }
+    fn adjust_gucs(
+        &mut self,
+        params: &[(String, String)],
+        local_host: Option<&str>,
+    ) -> PolicyResult<Result<Vec<(String, String)>, InvalidInput>> {
+        NativeFunctions.adjust_gucs(params, local_host)
+    }
+    fn keep_replication_slot(
+        &mut self,
+        c: &CitusConfig,
+        is_primary: bool,
+        slot: &ReplicationSlot,
+    ) -> PolicyResult<bool> {
+        NativeFunctions.keep_replication_slot(c, is_primary, slot)
+    }
+    fn bootstrap_plan(
+        &mut self,
+        c: &CitusConfig,
+        db: &str,
+        auth: &SuperuserAuth,
+        url: Option<&str>,
+    ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
+        NativeFunctions.bootstrap_plan(c, db, auth, url)
+    }
+}
+
+impl Handler for NativeHandler {
+    fn handle_heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {
         let text = self.writer.write(view);
         if let Err(e) = self.handler.handle_heartbeat_text(now, text) {
             tracing::error!("the policy refused the view ({e}); sending it without marks");
@@ -80,7 +122,7 @@ impl Policy for NativePolicy {
         self.drain();
         Ok(())
     }
-    fn event(
+    fn handle_event(
         &mut self,
         now: u64,
         view: &ClusterView,
@@ -95,7 +137,7 @@ impl Policy for NativePolicy {
         self.handler.schedule_reload();
         Ok(())
     }
-    fn demote(&mut self) -> PolicyResult<()> {
+    fn handle_demote(&mut self) -> PolicyResult<()> {
         self.handler.handle_demote();
         Ok(())
     }

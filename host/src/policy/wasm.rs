@@ -3,10 +3,11 @@
 //! deadline and the Store's memory with a limit, and never let a trap escape as a panic.
 
 use super::adapter::{ContractApi, ContractPre, SUPPORTED};
-use super::{Policy, PolicyError, PolicyResult};
+use super::store::HostState;
+use super::{Functions, Handler, PolicyError, PolicyResult};
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
-use citus_ha_policy::handler::{Level, Metrics};
+use citus_ha_policy::handler::Metrics;
 use citus_ha_policy::slots::ReplicationSlot;
 use citus_ha_policy::{CitusConfig, EventOutcome, InvalidInput, Statement, StatementResult};
 use sha2::{Digest, Sha256};
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker, ResourceAny};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 
 /// How often the engine's epoch advances; call budgets are whole ticks of this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -36,69 +37,6 @@ impl Default for PolicyLimits {
             call_timeout: Duration::from_secs(2),
             max_memory_bytes: 256 << 20,
         }
-    }
-}
-
-/// Per-Store data: the memory limiter and the label log lines carry.
-pub struct HostState {
-    limits: StoreLimits,
-    label: Arc<str>,
-    /// The largest linear memory the guest has grown to (bytes; memory never shrinks).
-    peak_memory: usize,
-}
-
-/// The Store's limits, plus a note of how large the guest's memory has grown.
-impl wasmtime::ResourceLimiter for HostState {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allow = self.limits.memory_growing(current, desired, maximum)?;
-        if allow {
-            self.peak_memory = self.peak_memory.max(desired);
-        }
-        Ok(allow)
-    }
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.memory_grow_failed(error)
-    }
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
-    }
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-impl HostState {
-    pub(crate) fn log(&mut self, level: Level, message: &str) {
-        forward_log(level, message, &self.label);
-    }
-}
-
-/// The policy's log lines go to the host's tracing output, tagged with the build.
-pub fn forward_log(level: Level, message: &str, policy: &str) {
-    match level {
-        Level::Debug => tracing::debug!(policy, "{message}"),
-        Level::Info => tracing::info!(policy, "{message}"),
-        Level::Warn => tracing::warn!(policy, "{message}"),
-        Level::Error => tracing::error!(policy, "{message}"),
     }
 }
 
@@ -263,18 +201,8 @@ impl LoadedPolicy {
         format!("{}@{}", self.contract, &self.hash[..12])
     }
 
-    fn instantiate(&self) -> PolicyResult<(Store<HostState>, Box<dyn ContractApi>)> {
-        let state = HostState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .instances(8)
-                .tables(8)
-                .memories(2)
-                .trap_on_grow_failure(true)
-                .build(),
-            label: self.label().into(),
-            peak_memory: 0,
-        };
+    fn instantiate(&self) -> PolicyResult<Instance> {
+        let state = HostState::new(self.label().into(), self.limits.max_memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
         store.epoch_deadline_trap();
@@ -283,7 +211,11 @@ impl LoadedPolicy {
             .pre
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Host(format!("instantiate: {e:#}")))?;
-        Ok((store, api))
+        Ok(Instance {
+            store,
+            api,
+            meta: self.clone(),
+        })
     }
 
     fn ticks(&self) -> u64 {
@@ -291,67 +223,34 @@ impl LoadedPolicy {
     }
 
     /// A fresh handler for this node.
-    pub fn new_handler(&self, c: &CitusConfig, name: &str, url: &str) -> PolicyResult<WasmPolicy> {
-        let (store, api) = self.instantiate()?;
-        let mut p = WasmPolicy {
-            store,
-            api,
-            handler: None,
-            meta: self.clone(),
-        };
-        let h = p.call(|api, s| api.new_handler(s, c, name, url))?;
-        p.handler = Some(h);
-        Ok(p)
+    pub fn new_handler(&self, c: &CitusConfig, name: &str, url: &str) -> PolicyResult<WasmHandler> {
+        let mut instance = self.instantiate()?;
+        let handler = instance.call(|api, s| api.new_handler(s, c, name, url))?;
+        Ok(WasmHandler { instance, handler })
     }
 
     /// A handler continuing from exported state; `Ok(Err)` when the build refuses the state.
-    pub fn import_handler(&self, state: &[u8]) -> PolicyResult<Result<WasmPolicy, String>> {
-        let (store, api) = self.instantiate()?;
-        let mut p = WasmPolicy {
-            store,
-            api,
-            handler: None,
-            meta: self.clone(),
-        };
-        match p.call(|api, s| api.import_state(s, state))? {
-            Ok(h) => {
-                p.handler = Some(h);
-                Ok(Ok(p))
-            }
-            Err(e) => Ok(Err(e)),
-        }
+    pub fn import_handler(&self, state: &[u8]) -> PolicyResult<Result<WasmHandler, String>> {
+        let mut instance = self.instantiate()?;
+        Ok(instance
+            .call(|api, s| api.import_state(s, state))?
+            .map(|handler| WasmHandler { instance, handler }))
     }
 
     /// An instance for the pure functions only.
-    pub fn functions(&self) -> PolicyResult<WasmPolicy> {
-        let (store, api) = self.instantiate()?;
-        Ok(WasmPolicy {
-            store,
-            api,
-            handler: None,
-            meta: self.clone(),
-        })
+    pub fn functions(&self) -> PolicyResult<WasmFunctions> {
+        self.instantiate().map(WasmFunctions)
     }
 }
 
 /// One instance of a policy component in its own Store.
-pub struct WasmPolicy {
+struct Instance {
     store: Store<HostState>,
     api: Box<dyn ContractApi>,
-    handler: Option<ResourceAny>,
     meta: LoadedPolicy,
 }
 
-impl WasmPolicy {
-    pub fn meta(&self) -> &LoadedPolicy {
-        &self.meta
-    }
-
-    /// The guest's linear memory in bytes: its peak, as Wasm memory never shrinks.
-    pub fn memory_bytes(&self) -> usize {
-        self.store.data().peak_memory
-    }
-
+impl Instance {
     /// Every call gets a fresh epoch budget; any error from inside the guest is a trap after
     /// which this Store must not be used again.
     fn call<T>(
@@ -370,16 +269,12 @@ impl WasmPolicy {
             PolicyError::Trap(what)
         })
     }
-
-    fn handle(&self) -> PolicyResult<ResourceAny> {
-        self.handler
-            .ok_or_else(|| PolicyError::Host("no handler in this instance".into()))
-    }
 }
 
-impl Policy for WasmPolicy {
-    fn version(&mut self) -> PolicyResult<String> {
-        self.call(|a, s| a.version(s))
+/// The pure functions, on any instance.
+impl Functions for Instance {
+    fn policy_version(&mut self) -> PolicyResult<String> {
+        self.call(|a, s| a.policy_version(s))
     }
     fn validate_config(&mut self, j: &str) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
         self.call(|a, s| a.validate_config(s, j))
@@ -397,7 +292,7 @@ impl Policy for WasmPolicy {
         primary: bool,
         slot: &ReplicationSlot,
     ) -> PolicyResult<bool> {
-        self.call(|a, s| a.keep_slot(s, c, primary, slot))
+        self.call(|a, s| a.keep_replication_slot(s, c, primary, slot))
     }
     fn bootstrap_plan(
         &mut self,
@@ -408,53 +303,120 @@ impl Policy for WasmPolicy {
     ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
         self.call(|a, s| a.bootstrap_plan(s, c, db, auth, url))
     }
-    fn heartbeat(&mut self, now: u64, v: &ClusterView) -> PolicyResult<()> {
-        let h = self.handle()?;
-        self.call(|a, s| a.heartbeat(s, h, now, v))
+}
+
+/// Forwards [`Functions`] to the instance a value wraps.
+macro_rules! forward_functions {
+    ($ty:ty, $($field:tt)+) => {
+        impl Functions for $ty {
+            fn policy_version(&mut self) -> PolicyResult<String> {
+                self.$($field)+.policy_version()
+            }
+            fn validate_config(
+                &mut self,
+                j: &str,
+            ) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
+                self.$($field)+.validate_config(j)
+            }
+            fn adjust_gucs(
+                &mut self,
+                p: &[(String, String)],
+                h: Option<&str>,
+            ) -> PolicyResult<Result<Vec<(String, String)>, InvalidInput>> {
+                self.$($field)+.adjust_gucs(p, h)
+            }
+            fn keep_replication_slot(
+                &mut self,
+                c: &CitusConfig,
+                primary: bool,
+                slot: &ReplicationSlot,
+            ) -> PolicyResult<bool> {
+                self.$($field)+.keep_replication_slot(c, primary, slot)
+            }
+            fn bootstrap_plan(
+                &mut self,
+                c: &CitusConfig,
+                db: &str,
+                auth: &SuperuserAuth,
+                url: Option<&str>,
+            ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
+                self.$($field)+.bootstrap_plan(c, db, auth, url)
+            }
+        }
+    };
+}
+
+/// An instance of a policy component for the pure functions: it has no handler, and its type
+/// offers none.
+pub struct WasmFunctions(Instance);
+
+forward_functions!(WasmFunctions, 0);
+
+/// An instance of a policy component with its handler resource.
+pub struct WasmHandler {
+    instance: Instance,
+    handler: ResourceAny,
+}
+
+forward_functions!(WasmHandler, instance);
+
+impl WasmHandler {
+    pub fn meta(&self) -> &LoadedPolicy {
+        &self.instance.meta
     }
-    fn event(
+
+    /// The guest's linear memory in bytes: its peak, as Wasm memory never shrinks.
+    pub fn memory_bytes(&self) -> usize {
+        self.instance.store.data().peak_memory()
+    }
+
+    /// A call on this instance's handler resource.
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn ContractApi, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
+    ) -> PolicyResult<T> {
+        let h = self.handler;
+        self.instance.call(|a, s| f(a, s, h))
+    }
+}
+
+impl Handler for WasmHandler {
+    fn handle_heartbeat(&mut self, now: u64, v: &ClusterView) -> PolicyResult<()> {
+        self.call(|a, s, h| a.handle_heartbeat(s, h, now, v))
+    }
+    fn handle_event(
         &mut self,
         now: u64,
         v: &ClusterView,
         body: &str,
     ) -> PolicyResult<Result<EventOutcome, InvalidInput>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.event(s, h, now, v, body))
+        self.call(|a, s, h| a.handle_event(s, h, now, v, body))
     }
     fn schedule_reload(&mut self) -> PolicyResult<()> {
-        let h = self.handle()?;
-        self.call(|a, s| a.schedule_reload(s, h))
+        self.call(|a, s, h| a.schedule_reload(s, h))
     }
-    fn demote(&mut self) -> PolicyResult<()> {
-        let h = self.handle()?;
-        self.call(|a, s| a.demote(s, h))
+    fn handle_demote(&mut self) -> PolicyResult<()> {
+        self.call(|a, s, h| a.handle_demote(s, h))
     }
     fn poll_statements(&mut self, now: u64) -> PolicyResult<Vec<Statement>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.poll_statements(s, h, now))
+        self.call(|a, s, h| a.poll_statements(s, h, now))
     }
     fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) -> PolicyResult<()> {
-        let h = self.handle()?;
-        self.call(|a, s| a.handle_results(s, h, now, results))
+        self.call(|a, s, h| a.handle_results(s, h, now, results))
     }
     fn poll_timeout(&mut self) -> PolicyResult<Option<u64>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.poll_timeout(s, h))
+        self.call(|a, s, h| a.poll_timeout(s, h))
     }
     fn poll_completed(&mut self) -> PolicyResult<Vec<u64>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.poll_completed(s, h))
+        self.call(|a, s, h| a.poll_completed(s, h))
     }
     fn export_state(&mut self) -> PolicyResult<Vec<u8>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.export_state(s, h))
+        self.call(|a, s, h| a.export_state(s, h))
     }
     fn export_state_json(&mut self) -> PolicyResult<Option<Vec<u8>>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.export_state_json(s, h))
+        self.call(|a, s, h| a.export_state_json(s, h))
     }
     fn metrics(&mut self) -> PolicyResult<Option<Metrics>> {
-        let h = self.handle()?;
-        self.call(|a, s| a.metrics(s, h))
+        self.call(|a, s, h| a.metrics(s, h))
     }
 }

@@ -8,6 +8,7 @@ use crate::dcs::configured::ConfiguredSource;
 use crate::dcs::file::parse_cluster_text;
 use crate::dcs::fixed::StaticSource;
 use crate::policy::{LoadedPolicy, PolicyEngine, PolicyLimits};
+use crate::session::conninfo::{coordinator_conninfo, wants_tls};
 use crate::session::pg::{PgSession, SessionLimits};
 use crate::session::sim::SimSession;
 use crate::session::MetadataSession;
@@ -41,10 +42,10 @@ pub async fn run_with_config(config: Config) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("; "))
     })?;
-    let conninfo = config.coordinator_conninfo(&citus.database);
+    let conninfo = coordinator_conninfo(&config, &citus.database);
     let session = PgSession::new(
         &conninfo,
-        Config::coordinator_tls(&conninfo),
+        wants_tls(&conninfo),
         SessionLimits {
             connect: config.retry_timeout,
             statement: config.retry_timeout,

@@ -3,7 +3,7 @@
 
 use super::Clock;
 use crate::dcs::SourceInfo;
-use crate::policy::{LoadedPolicy, Policy};
+use crate::policy::{Functions, LoadedPolicy};
 use citus_ha_policy::handler::Metrics;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ pub struct Status {
 
 /// The version string of a build, from a throw-away instance (kept per hash by the owner).
 pub(super) fn version_of(l: &LoadedPolicy) -> String {
-    match l.functions().and_then(|mut f| f.version()) {
+    match l.functions().and_then(|mut f| f.policy_version()) {
         Ok(v) => v,
         Err(e) => format!("unknown ({e})"),
     }

@@ -1,6 +1,7 @@
 //! The coordinator's metadata session: where the policy's statements run. One dedicated
 //! session holds the metadata transaction; a failed statement never leaves it half-open.
 
+pub mod conninfo;
 pub mod faults;
 pub mod pg;
 pub mod sim;

@@ -5,6 +5,7 @@
 use super::*;
 use crate::dcs::ConnKwargs;
 use crate::node::NodeRole;
+use crate::sim_host::{Delivery, SimHost, StatementKind};
 use citus_sim::{Row, SimOptions, Simulator};
 use Statement::{Begin, Commit, LoadMetadata, Rollback};
 
@@ -13,25 +14,23 @@ const T0: Instant = 100_000;
 
 // ----- the host: statements executed against the simulator --------------------------
 
+/// The shared simulator host, plus the results of the last turn.
 struct Host {
-    h: Handler,
-    sim: Simulator,
-    now: Instant,
-    /// Statement kinds whose next occurrence fails as a lost connection.
-    armed: Vec<&'static str>,
+    base: SimHost,
     /// Results of the last turn, in order.
     results: Vec<StatementResult>,
 }
 
-fn kind(s: &Statement) -> &'static str {
-    match s {
-        Statement::LoadMetadata => "load",
-        Statement::Begin => "begin",
-        Statement::Commit => "commit",
-        Statement::Rollback => "rollback",
-        Statement::AddNode { .. } => "add",
-        Statement::UpdateNode { .. } => "update",
-        Statement::RemoveNode { .. } => "remove",
+impl std::ops::Deref for Host {
+    type Target = SimHost;
+    fn deref(&self) -> &SimHost {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut SimHost {
+        &mut self.base
     }
 }
 
@@ -50,29 +49,19 @@ impl Host {
     /// One loop turn as the host runs it: batches, each stopped at its first failure; the
     /// statements run, by batch.
     fn batched_turn(&mut self) -> Vec<Vec<Statement>> {
-        self.sim.set_time_ms(self.now);
-        self.results.clear();
-        let mut batches = Vec::new();
-        loop {
-            let batch = self.h.poll_statements(self.now);
-            if batch.is_empty() {
-                break;
+        let mut batches: Vec<Vec<Statement>> = Vec::new();
+        let mut results = Vec::new();
+        let _ = self.base.turn(Delivery::Batches, |step| {
+            if step.batch == batches.len() {
+                assert!(batches.len() < 100, "the turn does not end: {batches:?}");
+                batches.push(Vec::new());
             }
-            assert!(batches.len() < 100, "the turn does not end: {batches:?}");
-            let mut results = Vec::new();
-            for stmt in &batch {
-                let r = self.exec(stmt);
-                let ends = r.ends_batch();
-                results.push(r);
-                if ends {
-                    break;
-                }
-            }
-            self.results.extend(results.iter().cloned());
-            batches.push(batch[..results.len()].to_vec());
-            self.h.handle_results(self.now, results);
-        }
-        assert!(!self.h.is_busy());
+            batches[step.batch].push(step.statement.clone());
+            results.push(step.result.clone());
+            Ok::<(), ()>(())
+        });
+        self.results = results;
+        assert!(!self.handler.is_busy());
         batches
     }
 
@@ -80,10 +69,7 @@ impl Host {
         let mut sim = Simulator::with_options(opts);
         sim.replace_rows(rows_of(rows));
         Host {
-            h: Handler::new(config(0), "coord1", COORD_URL),
-            sim,
-            now: T0,
-            armed: Vec::new(),
+            base: SimHost::new(Handler::new(config(0), "coord1", COORD_URL), sim, T0),
             results: Vec::new(),
         }
     }
@@ -92,34 +78,18 @@ impl Host {
         Self::new(SimOptions::default(), rows)
     }
 
-    /// What the real host does with one statement: run it; on any error the open
-    /// transaction is rolled back. An armed kind fails as a lost connection instead.
-    fn exec(&mut self, stmt: &Statement) -> StatementResult {
-        if let Some(i) = self.armed.iter().position(|k| *k == kind(stmt)) {
-            self.armed.remove(i);
-            self.sim.lose_session();
-            return StatementResult::Failed(StatementError {
-                message: "server closed the connection unexpectedly".into(),
-                sqlstate: None,
-                connection_lost: true,
-            });
-        }
-        crate::sim_exec::execute(&mut self.sim, stmt)
-    }
-
-    /// One loop turn at `now`: the statements sent, in order.
+    /// One loop turn at `now`, one statement at a time: the statements sent, in order.
     fn turn(&mut self) -> Vec<Statement> {
-        self.sim.set_time_ms(self.now);
-        self.results.clear();
         let mut sent = Vec::new();
-        while let Some(stmt) = self.h.poll_statement(self.now) {
+        let mut results = Vec::new();
+        let _ = self.base.turn(Delivery::OneByOne, |step| {
             assert!(sent.len() < 100, "the turn does not end: {sent:?}");
-            let result = self.exec(&stmt);
-            self.results.push(result.clone());
-            sent.push(stmt);
-            self.h.handle_result(self.now, result);
-        }
-        assert!(!self.h.is_busy());
+            sent.push(step.statement.clone());
+            results.push(step.result.clone());
+            Ok::<(), ()>(())
+        });
+        self.results = results;
+        assert!(!self.handler.is_busy());
         sent
     }
 
@@ -136,12 +106,14 @@ impl Host {
     }
 
     fn heartbeat(&mut self, view: &ClusterView) {
-        self.h.handle_heartbeat(self.now, view);
+        let now = self.now;
+        self.handler.handle_heartbeat(now, view);
     }
 
     fn event(&mut self, view: &ClusterView, body: &str) -> EventOutcome {
-        self.h
-            .handle_event(self.now, view, body)
+        let now = self.now;
+        self.handler
+            .handle_event(now, view, body)
             .expect("a valid event")
     }
 
@@ -154,7 +126,7 @@ impl Host {
 
     fn demote(&mut self) {
         self.sim.lose_session();
-        self.h.handle_demote();
+        self.handler.handle_demote();
     }
 
     /// `leader` reports `after_promote` for group 1 in view `v`: the open transaction
@@ -186,7 +158,7 @@ impl Host {
     }
 
     fn warnings(&mut self) -> Vec<String> {
-        self.h
+        self.handler
             .drain_logs()
             .into_iter()
             .filter(|l| l.level == Level::Warn)
@@ -320,14 +292,15 @@ fn cache_is_loaded_at_start_before_anything_else() {
     h.heartbeat(&base());
     // The heartbeat's tasks were queued because a load was due; they match the loaded
     // rows, so the load is all that happens.
-    assert_eq!(h.h.queued_tasks(), 3);
+    assert_eq!(h.handler.queued_tasks(), 3);
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
-    assert_eq!(h.h.queued_tasks(), 0);
-    let cached: Vec<(GroupId, Option<i32>, String)> =
-        h.h.cached_rows()
-            .into_iter()
-            .map(|(g, n)| (g, n.nodeid, n.addr.host))
-            .collect();
+    assert_eq!(h.handler.queued_tasks(), 0);
+    let cached: Vec<(GroupId, Option<i32>, String)> = h
+        .handler
+        .cached_rows()
+        .into_iter()
+        .map(|(g, n)| (g, n.nodeid, n.addr.host))
+        .collect();
     assert_eq!(
         cached,
         vec![
@@ -338,7 +311,7 @@ fn cache_is_loaded_at_start_before_anything_else() {
         ]
     );
     h.heartbeat(&base());
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(h.turn(), vec![]);
 }
 
@@ -350,13 +323,13 @@ fn cache_is_reloaded_after_a_failed_statement_and_the_heartbeat_retries() {
         vec![primary(m("w1a", "10.0.1.1")), m("w1c", "10.0.1.3")],
     );
     h.heartbeat(&replaced);
-    h.armed.push("update");
+    h.arm(StatementKind::Update);
     // The task is dropped and the loop goes on with a reload.
     assert_eq!(h.turn(), vec![upd(3, "10.0.1.3"), LoadMetadata]);
     assert!(matches!(h.results[0], StatementResult::Failed(_)));
     assert!(matches!(h.results[1], StatementResult::Metadata(_)));
-    assert_eq!(h.h.metrics().failed_statements, 1);
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.metrics().failed_statements, 1);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(h.turn(), vec![]);
     // The next heartbeat retries it.
     h.heartbeat(&replaced);
@@ -373,12 +346,12 @@ fn cache_is_reloaded_after_a_failed_statement_and_the_heartbeat_retries() {
 #[test]
 fn cache_is_reloaded_on_request() {
     let mut h = settled();
-    h.h.schedule_reload();
+    h.handler.schedule_reload();
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
     assert_eq!(h.turn(), vec![]);
     // An outside change is only seen after a reload.
     h.sim.replace_rows(vec![]);
-    h.h.schedule_reload();
+    h.handler.schedule_reload();
     h.heartbeat(&base());
     assert_eq!(
         h.clean_turn(),
@@ -398,14 +371,14 @@ fn cache_is_reloaded_on_request() {
 fn failed_load_is_retried_after_a_pause() {
     let mut h = Host::with_rows(BASE_ROWS);
     h.heartbeat(&base());
-    h.armed.push("load");
+    h.arm(StatementKind::Load);
     assert_eq!(h.turn(), vec![LoadMetadata]);
-    assert_eq!(h.h.poll_timeout(), Some(T0 + RELOAD_RETRY_MS));
+    assert_eq!(h.handler.poll_timeout(), Some(T0 + RELOAD_RETRY_MS));
     h.now += RELOAD_RETRY_MS - 1;
     assert_eq!(h.turn(), vec![]);
     h.now += 1;
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
-    assert_eq!(h.h.poll_timeout(), None);
+    assert_eq!(h.handler.poll_timeout(), None);
 }
 
 #[test]
@@ -416,7 +389,7 @@ fn demote_then_promotion_reloads_before_acting() {
     h.event(&base(), &ev("before_demote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
     h.demote();
-    assert!(h.h.cached_rows().is_empty());
+    assert!(h.handler.cached_rows().is_empty());
     // Meanwhile another coordinator handled a switchover of group 1.
     let switched = with_g1(
         Some("w1b"),
@@ -481,13 +454,19 @@ fn newer_task_replaces_the_queued_one_keeping_its_place() {
         ),
     ]);
     h.heartbeat(&v1);
-    assert_eq!(h.h.queue.groups_in_order().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        h.handler.queue.groups_in_order().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     // Group 1 changes again: its task is replaced where it stands.
     let mut v2 = v1.clone();
     v2.workers[0].1.members[1] = m("w1d", "10.0.1.4");
     h.heartbeat(&v2);
-    assert_eq!(h.h.queue.groups_in_order().collect::<Vec<_>>(), vec![1, 2]);
-    assert_eq!(h.h.queued_tasks(), 2);
+    assert_eq!(
+        h.handler.queue.groups_in_order().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(h.handler.queued_tasks(), 2);
     assert_eq!(
         h.clean_turn(),
         vec![upd(3, "10.0.1.4"), add_s("10.0.2.2", 2)]
@@ -497,8 +476,8 @@ fn newer_task_replaces_the_queued_one_keeping_its_place() {
     let t1 = h.queued(&v2, &ev("before_demote", 1, "w1a"));
     let t2 = h.queued(&v2, &ev("after_promote", 1, "w1a").replace("30", "31"));
     let _ = t2;
-    assert_eq!(h.h.poll_completed(), vec![t1]);
-    assert_eq!(h.h.queued_tasks(), 1);
+    assert_eq!(h.handler.poll_completed(), vec![t1]);
+    assert_eq!(h.handler.queued_tasks(), 1);
 }
 
 #[test]
@@ -511,9 +490,9 @@ fn heartbeat_never_replaces_an_event_task() {
     let t = h.queued(&w1b_down, &ev("after_promote", 1, "w1a"));
     // The heartbeat still sees w1b running: its task would undo the event's.
     h.heartbeat(&base());
-    assert_eq!(h.h.queued_tasks(), 1);
+    assert_eq!(h.handler.queued_tasks(), 1);
     assert_eq!(h.clean_turn(), vec![rm("10.0.1.2")]);
-    assert_eq!(h.h.poll_completed(), vec![t]);
+    assert_eq!(h.handler.poll_completed(), vec![t]);
     // Once the event's task is done, heartbeats are queued again.
     h.heartbeat(&base());
     assert_eq!(h.clean_turn(), vec![add_s("10.0.1.2", 1)]);
@@ -524,7 +503,7 @@ fn heartbeat_for_the_in_flight_group_is_refused_until_its_deadline() {
     let mut h = settled();
     h.event(&base(), &ev("before_demote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
-    let deadline = h.h.in_flight_deadline().unwrap();
+    let deadline = h.handler.in_flight_deadline().unwrap();
     assert_eq!(deadline, T0 + 30_000);
     // The DCS may not show the new roles yet: whatever it says, group 1 waits.
     let changed = with_g1(
@@ -537,14 +516,14 @@ fn heartbeat_for_the_in_flight_group_is_refused_until_its_deadline() {
     );
     for v in [base(), changed.clone()] {
         h.heartbeat(&v);
-        assert_eq!(h.h.queued_tasks(), 0);
+        assert_eq!(h.handler.queued_tasks(), 0);
     }
     h.now = deadline - 1;
     h.heartbeat(&changed);
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     h.now = deadline;
     h.heartbeat(&changed);
-    assert_eq!(h.h.queued_tasks(), 1);
+    assert_eq!(h.handler.queued_tasks(), 1);
     assert_eq!(h.clean_turn(), vec![Rollback, add_s("10.0.1.3", 1)]);
 }
 
@@ -552,24 +531,24 @@ fn heartbeat_for_the_in_flight_group_is_refused_until_its_deadline() {
 fn task_equal_to_the_cache_is_not_queued() {
     let mut h = settled();
     h.heartbeat(&base());
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(
         h.event(&base(), &ev("after_promote", 1, "w1a")),
         EventOutcome::Unchanged
     );
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(h.turn(), vec![]);
 }
 
 #[test]
 fn task_equal_to_the_cache_is_dropped_when_picked() {
     let mut h = settled();
-    h.h.schedule_reload();
+    h.handler.schedule_reload();
     // While a load is due every task is queued, even one that will turn out equal.
     let t = h.queued(&base(), &ev("after_promote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
-    assert_eq!(h.h.queued_tasks(), 0);
-    assert_eq!(h.h.poll_completed(), vec![t]);
+    assert_eq!(h.handler.queued_tasks(), 0);
+    assert_eq!(h.handler.poll_completed(), vec![t]);
 }
 
 #[test]
@@ -591,7 +570,7 @@ fn picking_order_is_in_flight_group_then_coordinator_then_oldest() {
     h.heartbeat(&v);
     h.event(&v, &ev("after_promote", 2, "w2a"));
     assert_eq!(
-        h.h.queue.groups_in_order().collect::<Vec<_>>(),
+        h.handler.queue.groups_in_order().collect::<Vec<_>>(),
         vec![1, 0, 2]
     );
     assert_eq!(
@@ -613,9 +592,9 @@ fn before_demote_opens_a_transaction_with_its_deadline() {
     h.event(&base(), &ev("before_demote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
     assert!(h.sim.in_transaction());
-    assert_eq!(h.h.in_flight_group(), Some(1));
-    assert_eq!(h.h.in_flight_deadline(), Some(T0 + 30_000));
-    assert_eq!(h.h.poll_timeout(), Some(T0 + 30_000));
+    assert_eq!(h.handler.in_flight_group(), Some(1));
+    assert_eq!(h.handler.in_flight_deadline(), Some(T0 + 30_000));
+    assert_eq!(h.handler.poll_timeout(), Some(T0 + 30_000));
     // Other sessions still see the committed rows; ours sees the pause.
     assert_eq!(h.rows()[1].2, "10.0.1.1");
     assert_eq!(h.sim.rows()[1].nodename, "10.0.1.1-demoted");
@@ -639,7 +618,7 @@ fn before_promote_opens_a_transaction_when_none_is_open() {
             upd(2, "10.0.1.2"),
         ]
     );
-    assert_eq!(h.h.in_flight_deadline(), Some(T0 + 30_000));
+    assert_eq!(h.handler.in_flight_deadline(), Some(T0 + 30_000));
     let promoted = with_g1(
         Some("w1b"),
         vec![stopped(m("w1a", "10.0.1.1")), primary(m("w1b", "10.0.1.2"))],
@@ -657,8 +636,8 @@ fn after_promote_commits_the_transaction() {
     h.event(&base(), &ev("after_promote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![upd(2, "10.0.1.1"), Commit]);
     assert!(!h.sim.in_transaction());
-    assert_eq!(h.h.in_flight_group(), None);
-    assert_eq!(h.h.poll_timeout(), None);
+    assert_eq!(h.handler.in_flight_group(), None);
+    assert_eq!(h.handler.poll_timeout(), None);
     // An after_promote with nothing left to change sends only COMMIT.
     let promoting = with_g1(
         Some("w1b"),
@@ -698,13 +677,13 @@ fn deadline_rolls_back_even_when_no_other_task_waits() {
     h.now = T0 + 5_000;
     assert_eq!(h.clean_turn(), vec![Rollback]);
     assert!(!h.sim.in_transaction());
-    assert_eq!(h.h.metrics().deadline_rollbacks, 1);
+    assert_eq!(h.handler.metrics().deadline_rollbacks, 1);
     assert!(h
         .warnings()
         .iter()
         .any(|w| w.contains("group 1") && w.contains("deadline")));
     assert_eq!(h.rows(), Host::with_rows(BASE_ROWS).rows());
-    assert_eq!(h.h.poll_timeout(), None);
+    assert_eq!(h.handler.poll_timeout(), None);
 }
 
 #[test]
@@ -728,7 +707,7 @@ fn deadline_rolls_back_while_other_tasks_wait() {
     // ... until its deadline.
     h.now = T0 + 30_000;
     assert_eq!(h.clean_turn(), vec![Rollback, add_s("10.0.2.2", 2)]);
-    assert_eq!(h.h.metrics().deadline_rollbacks, 1);
+    assert_eq!(h.handler.metrics().deadline_rollbacks, 1);
 }
 
 fn ev_waiting(kind: &str, group: GroupId, leader: &str, timeout_s: u32) -> String {
@@ -751,14 +730,14 @@ fn a_pause_whose_caller_stopped_waiting_before_it_could_start_is_dropped() {
     // Group 1's pause ends at T0 + 30 s, long after group 2's caller gave up.
     h.now = T0 + 30_000;
     assert_eq!(h.clean_turn(), vec![Rollback]);
-    assert_eq!(h.h.metrics().expired_events, 1);
-    assert!(h.h.poll_completed().contains(&t));
+    assert_eq!(h.handler.metrics().expired_events, 1);
+    assert!(h.handler.poll_completed().contains(&t));
     assert!(h
         .warnings()
         .iter()
         .any(|w| w.contains("group 2") && w.contains("stopped waiting")));
     assert!(!h.sim.in_transaction());
-    assert_eq!(h.h.poll_timeout(), None, "nothing left to do");
+    assert_eq!(h.handler.poll_timeout(), None, "nothing left to do");
 }
 
 #[test]
@@ -775,8 +754,8 @@ fn a_pause_that_starts_late_ends_when_its_caller_stops_waiting() {
     );
     // Its caller waits until T0 + 40 s; a pause to T0 + 60 s would hold every other
     // group back for nobody.
-    assert_eq!(h.h.in_flight_deadline(), Some(T0 + 40_000));
-    assert_eq!(h.h.metrics().expired_events, 0);
+    assert_eq!(h.handler.in_flight_deadline(), Some(T0 + 40_000));
+    assert_eq!(h.handler.metrics().expired_events, 0);
 }
 
 #[test]
@@ -798,7 +777,7 @@ fn a_late_promotion_still_applies() {
             .any(|s| matches!(s, Statement::UpdateNode { host, .. } if host == "10.0.1.2")),
         "{sent:?}"
     );
-    assert_eq!(h.h.metrics().expired_events, 0);
+    assert_eq!(h.handler.metrics().expired_events, 0);
 }
 
 #[test]
@@ -806,10 +785,10 @@ fn reload_request_rolls_back_the_transaction() {
     let mut h = settled();
     h.event(&base(), &ev("before_demote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
-    h.h.schedule_reload();
+    h.handler.schedule_reload();
     assert_eq!(h.clean_turn(), vec![Rollback, LoadMetadata]);
-    assert_eq!(h.h.metrics().deadline_rollbacks, 0);
-    assert_eq!(h.h.in_flight_group(), None);
+    assert_eq!(h.handler.metrics().deadline_rollbacks, 0);
+    assert_eq!(h.handler.in_flight_group(), None);
     assert!(!h.sim.in_transaction());
 }
 
@@ -817,17 +796,17 @@ fn reload_request_rolls_back_the_transaction() {
 fn failed_statement_ends_the_transaction_reloads_and_the_heartbeat_retries() {
     let mut h = settled();
     let t = h.queued(&base(), &ev("before_demote", 1, "w1a"));
-    h.armed.push("update");
+    h.arm(StatementKind::Update);
     // The transaction is gone; the loop goes on with a reload.
     assert_eq!(
         h.turn(),
         vec![Begin, upd(2, "10.0.1.1-demoted"), LoadMetadata]
     );
-    assert_eq!(h.h.in_flight_group(), None);
+    assert_eq!(h.handler.in_flight_group(), None);
     assert!(!h.sim.in_transaction());
     // The waiting worker is released and the task is gone.
-    assert_eq!(h.h.poll_completed(), vec![t]);
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.poll_completed(), vec![t]);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(h.turn(), vec![]);
 
     // A failover seen by the heartbeat whose COMMIT fails is retried by the next one.
@@ -836,7 +815,7 @@ fn failed_statement_ends_the_transaction_reloads_and_the_heartbeat_retries() {
         vec![stopped(m("w1a", "10.0.1.1")), primary(m("w1b", "10.0.1.2"))],
     );
     h.heartbeat(&failed_over);
-    h.armed.push("commit");
+    h.arm(StatementKind::Commit);
     let switch = vec![
         Begin,
         upd(2, "10.0.1.1-demoted"),
@@ -859,7 +838,7 @@ fn demote_clears_everything() {
     let mut h = settled();
     let t1 = h.queued(&base(), &ev("before_demote", 1, "w1a"));
     assert_eq!(h.clean_turn(), vec![Begin, upd(2, "10.0.1.1-demoted")]);
-    assert_eq!(h.h.poll_completed(), vec![t1]);
+    assert_eq!(h.handler.poll_completed(), vec![t1]);
     let v = view(vec![
         base().workers[0].clone(),
         (
@@ -872,11 +851,11 @@ fn demote_clears_everything() {
     ]);
     let t = h.queued(&v, &ev("after_promote", 2, "w2a"));
     h.demote();
-    assert_eq!(h.h.queued_tasks(), 0);
-    assert_eq!(h.h.in_flight_group(), None);
-    assert!(h.h.cached_rows().is_empty());
-    assert_eq!(h.h.poll_completed(), vec![t]);
-    assert_eq!(h.h.poll_timeout(), None);
+    assert_eq!(h.handler.queued_tasks(), 0);
+    assert_eq!(h.handler.in_flight_group(), None);
+    assert!(h.handler.cached_rows().is_empty());
+    assert_eq!(h.handler.poll_completed(), vec![t]);
+    assert_eq!(h.handler.poll_timeout(), None);
     assert_eq!(h.rows(), Host::with_rows(BASE_ROWS).rows());
     // Whatever happens next starts from a fresh load.
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
@@ -920,10 +899,11 @@ fn invalid_events_are_refused_with_the_field_and_change_nothing() {
         ),
         ("not json", "event"),
     ] {
-        let err = h.h.handle_event(h.now, &base(), body).unwrap_err();
+        let now = h.now;
+        let err = h.handler.handle_event(now, &base(), body).unwrap_err();
         assert_eq!(err.field, field, "{body}");
     }
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(h.turn(), vec![]);
 }
 
@@ -932,7 +912,7 @@ fn events_before_the_first_heartbeat_are_discarded() {
     let mut h = Host::with_rows(BASE_ROWS);
     let out = h.event(&base(), &ev("before_demote", 1, "w1a"));
     assert!(matches!(out, EventOutcome::Discarded(ref why) if why.contains("no heartbeat")));
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     h.heartbeat(&base());
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
     assert!(!h.sim.in_transaction());
@@ -959,7 +939,7 @@ fn event_is_discarded_unless_the_dcs_names_its_sender_leader() {
         let out = h.event(&v, &body);
         assert!(matches!(out, EventOutcome::Discarded(_)), "{body}: {out:?}");
     }
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
     assert_eq!(h.turn(), vec![]);
 }
 
@@ -967,14 +947,14 @@ fn event_is_discarded_unless_the_dcs_names_its_sender_leader() {
 fn ticket_is_completed_when_its_task_is_processed() {
     let mut h = settled();
     let t = h.queued(&base(), &ev("before_demote", 1, "w1a"));
-    assert!(h.h.poll_completed().is_empty());
+    assert!(h.handler.poll_completed().is_empty());
     h.clean_turn();
     // The transaction is open and the pause in place: the worker may stop now.
-    assert_eq!(h.h.poll_completed(), vec![t]);
-    assert!(h.h.poll_completed().is_empty());
+    assert_eq!(h.handler.poll_completed(), vec![t]);
+    assert!(h.handler.poll_completed().is_empty());
     let t2 = h.queued(&base(), &ev("after_promote", 1, "w1a"));
     h.clean_turn();
-    assert_eq!(h.h.poll_completed(), vec![t2]);
+    assert_eq!(h.handler.poll_completed(), vec![t2]);
     assert_ne!(t, t2);
 }
 
@@ -1328,8 +1308,8 @@ fn secondary_churn_converges_within_two_heartbeats() {
     };
     assert!(e.is_metadata_out_of_sync(), "{e:?}");
     // ... and retried once Citus had time, without a reload.
-    assert_eq!(h.h.metrics().sync_retries, 1);
-    assert_eq!(h.h.poll_timeout(), Some(T0 + METADATA_SYNC_WAIT_MS));
+    assert_eq!(h.handler.metrics().sync_retries, 1);
+    assert_eq!(h.handler.poll_timeout(), Some(T0 + METADATA_SYNC_WAIT_MS));
     h.now = T0 + 500;
     assert_eq!(h.turn(), vec![]);
     h.now = T0 + METADATA_SYNC_WAIT_MS;
@@ -1475,19 +1455,19 @@ fn switchover_run(handoff: bool) -> (Vec<Vec<Statement>>, Rows) {
     turns.push(h.clean_turn());
     if handoff {
         let before = (
-            h.h.in_flight_group(),
-            h.h.in_flight_deadline(),
-            h.h.poll_timeout(),
+            h.handler.in_flight_group(),
+            h.handler.in_flight_deadline(),
+            h.handler.poll_timeout(),
         );
-        let bytes = h.h.export_state();
-        h.h = Handler::import_state(&bytes).expect("own export imports");
+        let bytes = h.handler.export_state();
+        h.handler = Handler::import_state(&bytes).expect("own export imports");
         let after = (
-            h.h.in_flight_group(),
-            h.h.in_flight_deadline(),
-            h.h.poll_timeout(),
+            h.handler.in_flight_group(),
+            h.handler.in_flight_deadline(),
+            h.handler.poll_timeout(),
         );
         assert_eq!(before, after);
-        assert_eq!(h.h.export_state(), bytes);
+        assert_eq!(h.handler.export_state(), bytes);
     }
     h.now += 2_000;
     let promoting = with_g1(
@@ -1528,7 +1508,7 @@ fn handoff_mid_switchover_continues_exactly() {
     let mut h = settled();
     h.event(&base(), &ev("before_demote", 1, "w1a"));
     h.clean_turn();
-    h.h = Handler::import_state(&h.h.export_state()).unwrap();
+    h.handler = Handler::import_state(&h.handler.export_state()).unwrap();
     h.now = T0 + 30_000;
     assert_eq!(h.clean_turn(), vec![Rollback]);
 }
@@ -1537,15 +1517,15 @@ fn handoff_mid_switchover_continues_exactly() {
 fn import_refuses_foreign_or_newer_state() {
     assert!(Handler::import_state(b"garbage").is_err());
     let h = settled();
-    let mut v: serde_json::Value = serde_json::from_slice(&h.h.export_state_json()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&h.handler.export_state_json()).unwrap();
     v["format"] = serde_json::json!(STATE_FORMAT + 1);
     let err = Handler::import_state(&serde_json::to_vec(&v).unwrap()).unwrap_err();
     assert!(err.contains("newer"), "{err}");
-    let mut bin = h.h.export_state();
+    let mut bin = h.handler.export_state();
     bin[4] += 1;
     let err = Handler::import_state(&bin).unwrap_err();
     assert!(err.contains("newer"), "{err}");
-    let mut cut = h.h.export_state();
+    let mut cut = h.handler.export_state();
     cut.truncate(cut.len() / 2);
     let err = Handler::import_state(&cut).unwrap_err();
     assert!(err.contains("does not parse"), "{err}");
@@ -1560,8 +1540,8 @@ fn both_state_formats_carry_the_whole_state() {
         Some("w1a"),
         vec![primary(m("w1a", "10.0.1.1")), m("w1c", "10.0.1.3")],
     ));
-    let bin = h.h.export_state();
-    let json = h.h.export_state_json();
+    let bin = h.handler.export_state();
+    let json = h.handler.export_state_json();
     assert!(
         bin.len() * 3 < json.len(),
         "{} vs {}",
@@ -1702,7 +1682,9 @@ fn promotion_after_pausing_a_group_without_a_primary_row() {
 // ----- contract 0.3.0: packed views and statement batches ---------------------------
 
 fn packed(h: &mut Host, p: &mut crate::packed_view::Packer, v: &ClusterView) {
-    h.h.handle_heartbeat_packed(h.now, p.pack(v))
+    let now = h.now;
+    h.handler
+        .handle_heartbeat_packed(now, p.pack(v))
         .expect("a packed view is accepted");
 }
 
@@ -1728,7 +1710,7 @@ fn a_steady_packed_heartbeat_still_sees_a_cache_changed_by_a_reload() {
     assert_eq!(h.turn(), vec![]);
     // Someone removed group 2's row; a reload shows it, while the DCS stays the same.
     h.sim.replace_rows(rows_of(&BASE_ROWS[..3]));
-    h.h.schedule_reload();
+    h.handler.schedule_reload();
     assert_eq!(h.clean_turn(), vec![LoadMetadata]);
     packed(&mut h, &mut p, &base());
     assert_eq!(h.clean_turn(), vec![add_p("10.0.2.1", 2)]);
@@ -1779,7 +1761,8 @@ fn a_malformed_packed_view_is_refused_and_changes_nothing() {
         base: None,
         bytes: &bytes,
     };
-    let e = h.h.handle_heartbeat_packed(h.now, view).unwrap_err();
+    let now = h.now;
+    let e = h.handler.handle_heartbeat_packed(now, view).unwrap_err();
     assert_eq!(e.field, "view");
     assert!(e.reason.contains("runs past the end"), "{e}");
     // Not even "ready": the refused heartbeat did not count.
@@ -1787,7 +1770,7 @@ fn a_malformed_packed_view_is_refused_and_changes_nothing() {
         h.event(&base(), &ev("after_promote", 1, "w1a")),
         EventOutcome::Discarded(_)
     ));
-    assert_eq!(h.h.queued_tasks(), 0);
+    assert_eq!(h.handler.queued_tasks(), 0);
 }
 
 #[test]
@@ -1796,12 +1779,12 @@ fn a_plan_comes_in_one_batch_and_a_failure_cuts_it_short() {
     h.heartbeat(&base());
     let mut batches = Vec::new();
     loop {
-        let batch = h.h.poll_statements(h.now);
+        let batch = h.base.handler.poll_statements(h.base.now);
         if batch.is_empty() {
             break;
         }
-        let results = batch.iter().map(|s| h.exec(s)).collect();
-        h.h.handle_results(h.now, results);
+        let results = batch.iter().map(|s| h.exec(s).0).collect();
+        h.base.handler.handle_results(h.base.now, results);
         batches.push(batch);
     }
     // The coordinator's, group 1's and group 2's plans are independent: one batch.
@@ -1819,7 +1802,7 @@ fn a_plan_comes_in_one_batch_and_a_failure_cuts_it_short() {
             ],
         ]
     );
-    assert_eq!(h.h.metrics().statements, 7);
+    assert_eq!(h.handler.metrics().statements, 7);
 
     // Group 1 gets two replicas more; the plan's second statement fails: the host stops.
     let v = with_g1(
@@ -1832,21 +1815,24 @@ fn a_plan_comes_in_one_batch_and_a_failure_cuts_it_short() {
         ],
     );
     h.heartbeat(&v);
-    let batch = h.h.poll_statements(h.now);
+    let batch = h.base.handler.poll_statements(h.base.now);
     assert_eq!(batch.len(), 4, "{batch:?}");
     assert_eq!(batch[0], Begin);
-    let ok = h.exec(&batch[0]);
+    let ok = h.exec(&batch[0]).0;
     h.sim.lose_session();
     let lost = StatementResult::Failed(StatementError {
         message: "server closed the connection unexpectedly".into(),
         sqlstate: None,
         connection_lost: true,
     });
-    h.h.handle_results(h.now, vec![ok, lost]);
-    assert!(!h.h.is_busy());
+    h.base.handler.handle_results(h.base.now, vec![ok, lost]);
+    assert!(!h.handler.is_busy());
     // The failed plan is dropped; the cache is reloaded and the next heartbeat retries.
-    assert_eq!(h.h.poll_statements(h.now), vec![LoadMetadata]);
-    assert_eq!(h.h.metrics().failed_statements, 1);
+    assert_eq!(
+        h.base.handler.poll_statements(h.base.now),
+        vec![LoadMetadata]
+    );
+    assert_eq!(h.handler.metrics().failed_statements, 1);
 }
 
 /// A failure inside a pipelined batch leaves what one statement at a time leaves: the plans
@@ -1857,7 +1843,7 @@ fn a_failure_inside_a_pipelined_batch_leaves_what_one_statement_at_a_time_does()
         let mut h = Host::with_rows(&[]);
         h.heartbeat(&base());
         // Group 1's COMMIT, inside the batch that also carries the coordinator's and group 2's adds.
-        h.armed.push("commit");
+        h.arm(StatementKind::Commit);
         let turn = |h: &mut Host| {
             if batched {
                 h.batched_turn().concat()
@@ -1867,10 +1853,17 @@ fn a_failure_inside_a_pipelined_batch_leaves_what_one_statement_at_a_time_does()
         };
         let sent = turn(&mut h);
         let results = h.results.clone();
-        let rows = h.h.cached_rows();
+        let rows = h.handler.cached_rows();
         h.heartbeat(&base());
         let retry = turn(&mut h);
-        (sent, results, rows, retry, h.h.cached_rows(), h.h.metrics())
+        (
+            sent,
+            results,
+            rows,
+            retry,
+            h.handler.cached_rows(),
+            h.handler.metrics(),
+        )
     };
     let batched = run(true);
     assert_eq!(batched, run(false));
@@ -1911,6 +1904,6 @@ fn a_batch_pipelines_at_most_batch_statements() {
     let sizes: Vec<usize> = h.batched_turn().iter().map(Vec::len).collect();
     // The load, then 301 single-statement adds (the coordinator's first).
     assert_eq!(sizes, vec![1, BATCH_STATEMENTS, 301 - BATCH_STATEMENTS]);
-    assert_eq!(h.h.metrics().statements, 302);
-    assert_eq!(h.h.cached_rows().len(), 301);
+    assert_eq!(h.handler.metrics().statements, 302);
+    assert_eq!(h.handler.cached_rows().len(), 301);
 }

@@ -5,7 +5,7 @@
 //! time) or `packed` (0.3.0: the view packed into bytes, statements in batches of records).
 
 use super::{ContractApi, ContractPre, R};
-use crate::policy::wasm::HostState;
+use crate::policy::store::HostState;
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::Metrics;
@@ -362,10 +362,10 @@ macro_rules! contract {
                     let Some(f) = &self.export_json else { return Ok(None) };
                     Ok(Some(f.call(&mut *s, (h,))?.0))
                 }
-                fn heartbeat(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
+                fn handle_heartbeat(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64, v: &ClusterView) -> R<()> {
                     contract!(@heartbeat $hot self, s, h, now, v)
                 }
-                fn event(
+                fn handle_event(
                     &self,
                     s: &mut Store<HostState>,
                     h: ResourceAny,
@@ -378,7 +378,7 @@ macro_rules! contract {
                 fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
                     self.p().handler().call_schedule_reload(s, h)
                 }
-                fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
+                fn handle_demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
                     self.p().handler().call_handle_demote(s, h)
                 }
                 fn poll_statements(&mut self, s: &mut Store<HostState>, h: ResourceAny, now: u64) -> R<Vec<Statement>> {

@@ -52,7 +52,7 @@ macro_rules! shared_conversions {
 /// The pure functions of [`ContractApi`], unchanged since 0.1.0.
 macro_rules! shared_pure_functions {
     () => {
-        fn version(&self, s: &mut Store<HostState>) -> R<String> {
+        fn policy_version(&self, s: &mut Store<HostState>) -> R<String> {
             self.p().call_policy_version(s)
         }
         fn validate_config(
@@ -77,7 +77,7 @@ macro_rules! shared_pure_functions {
         ) -> R<Result<Vec<(String, String)>, InvalidInput>> {
             Ok(self.p().call_adjust_gucs(s, params, h)?.map_err(invalid))
         }
-        fn keep_slot(
+        fn keep_replication_slot(
             &self,
             s: &mut Store<HostState>,
             c: &CitusConfig,
@@ -129,7 +129,7 @@ macro_rules! shared_pure_functions {
 mod legacy;
 mod v0_4;
 
-use super::wasm::HostState;
+use super::store::HostState;
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
 use citus_ha_policy::handler::Metrics;
@@ -142,7 +142,7 @@ type R<T> = wasmtime::Result<T>;
 
 /// The calls of one contract version on an instantiated component, in the host's types.
 pub(crate) trait ContractApi: Send + Sync {
-    fn version(&self, s: &mut Store<HostState>) -> R<String>;
+    fn policy_version(&self, s: &mut Store<HostState>) -> R<String>;
     fn validate_config(
         &self,
         s: &mut Store<HostState>,
@@ -154,7 +154,7 @@ pub(crate) trait ContractApi: Send + Sync {
         p: &[(String, String)],
         h: Option<&str>,
     ) -> R<Result<Vec<(String, String)>, InvalidInput>>;
-    fn keep_slot(
+    fn keep_replication_slot(
         &self,
         s: &mut Store<HostState>,
         c: &CitusConfig,
@@ -188,14 +188,14 @@ pub(crate) trait ContractApi: Send + Sync {
     fn export_state_json(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<Option<Vec<u8>>>;
     /// The heartbeat. An adapter may remember what it sent (to mark what did not change next
     /// time); after a failed call it starts over.
-    fn heartbeat(
+    fn handle_heartbeat(
         &mut self,
         s: &mut Store<HostState>,
         h: ResourceAny,
         now: u64,
         v: &ClusterView,
     ) -> R<()>;
-    fn event(
+    fn handle_event(
         &self,
         s: &mut Store<HostState>,
         h: ResourceAny,
@@ -204,7 +204,7 @@ pub(crate) trait ContractApi: Send + Sync {
         body: &str,
     ) -> R<Result<EventOutcome, InvalidInput>>;
     fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
-    fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
+    fn handle_demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()>;
     /// The next statements in order (empty: the turn is over); a version without batches
     /// gives one at a time.
     fn poll_statements(

@@ -3,7 +3,7 @@
 //! crosses as a string (the compact format in base64).
 
 use super::{ContractApi, ContractPre, R};
-use crate::policy::wasm::HostState;
+use crate::policy::store::HostState;
 use base64::Engine as _;
 use citus_ha_policy::bootstrap::{BootstrapStep, SuperuserAuth};
 use citus_ha_policy::dcs::ClusterView;
@@ -110,7 +110,7 @@ impl ContractApi for Api {
             .call_export_state(s, h, p::StateFormat::Json)?;
         Ok(Some(text.into_bytes()))
     }
-    fn heartbeat(
+    fn handle_heartbeat(
         &mut self,
         s: &mut Store<HostState>,
         h: ResourceAny,
@@ -143,7 +143,7 @@ impl ContractApi for Api {
             refused.expect("refused twice")
         ))
     }
-    fn event(
+    fn handle_event(
         &self,
         s: &mut Store<HostState>,
         h: ResourceAny,
@@ -165,7 +165,7 @@ impl ContractApi for Api {
     fn schedule_reload(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
         self.p().handler().call_schedule_reload(s, h)
     }
-    fn demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
+    fn handle_demote(&self, s: &mut Store<HostState>, h: ResourceAny) -> R<()> {
         self.p().handler().call_handle_demote(s, h)
     }
     fn poll_statements(

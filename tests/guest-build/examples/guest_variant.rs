@@ -4,7 +4,7 @@
 
 fn main() -> std::process::ExitCode {
     let features = std::env::args().nth(1).unwrap_or_default();
-    match citus_ha::guest_variants::policy_variant(&features) {
+    match citus_ha_guest_build::policy_variant(&features) {
         Ok(path) => {
             println!("{}", path.display());
             std::process::ExitCode::SUCCESS

@@ -1,14 +1,15 @@
 //! Policy builds for tests and benchmarks: the previous-contract build, misbehaving builds,
 //! and stand-in components for contracts the host does not know.
 
-use crate::guest_build::{build_policy, componentize};
+use crate::build::{build_policy, componentize};
 use std::path::{Path, PathBuf};
 
-/// The workspace this crate lives in.
+/// The workspace this crate lives in (it sits at tests/guest-build).
 pub fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
+        .ancestors()
+        .nth(2)
+        .expect("tests/guest-build is two levels below the workspace")
         .to_path_buf()
 }
 

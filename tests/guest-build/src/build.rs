@@ -1,7 +1,7 @@
 //! Builds the policy crate (and the simulator component) for wasm32 and wraps the core module
 //! into a component without any WASI import (wasm32-unknown-unknown + wit-component). Used by
-//! build.rs for the embedded policy and the simulator component other hosts load, and by
-//! tests and benchmarks for the older-contract and misbehaving test builds.
+//! host/build.rs for the embedded policy and the simulator component other hosts load, and by
+//! [`crate::policy_variant`] for the older-contract and misbehaving test builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
