@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, List, Optional, Protocol, Tuple
 
+from . import sql
 from .statements import (
     KINDS,
     Added,
@@ -119,12 +120,6 @@ class FaultySession:
         return getattr(self.inner, name)
 
 
-_LOAD_SQL = ("SELECT nodeid, groupid, nodename, nodeport, noderole::text "
-             "FROM pg_catalog.pg_dist_node ORDER BY nodeid")
-_ADD_SQL = ("SELECT pg_catalog.citus_add_node(%s::text, %s::int, %s::int, %s::text::noderole, "
-            "'default')")
-_UPDATE_SQL = "SELECT pg_catalog.citus_update_node(%s::int, %s::text, %s::int, %s::bool, %s::int)"
-_REMOVE_SQL = "SELECT pg_catalog.citus_remove_node(%s::text, %s::int)"
 
 
 def seconds_text(s: float) -> str:
@@ -224,22 +219,22 @@ class PgSession:
     def _run(self, conn: Any, stmt: Statement) -> StatementResult:
         with conn.cursor() as cur:
             if isinstance(stmt, LoadMetadata):
-                cur.execute(_LOAD_SQL)
+                cur.execute(sql.LOAD_METADATA)
                 return Metadata(tuple(PgDistRow(r[0], r[1], r[2], r[3], NodeRole(r[4]))
                                       for r in cur.fetchall()))
             if isinstance(stmt, (Begin, Commit, Rollback)):
                 cur.execute({Begin: "BEGIN", Commit: "COMMIT", Rollback: "ROLLBACK"}[type(stmt)])
                 return Done()
             if isinstance(stmt, AddNode):
-                cur.execute(_ADD_SQL, (stmt.host, stmt.port, stmt.groupid, stmt.role.value))
+                cur.execute(sql.ADD_NODE, (stmt.host, stmt.port, stmt.groupid, stmt.role.value))
                 row = cur.fetchone()
                 return Added(int(row[0]))
             if isinstance(stmt, UpdateNode):
-                cur.execute(_UPDATE_SQL, (stmt.nodeid, stmt.host, stmt.port, stmt.force,
+                cur.execute(sql.UPDATE_NODE, (stmt.nodeid, stmt.host, stmt.port, stmt.force,
                                           stmt.cooldown_ms))
                 return Done()
             if isinstance(stmt, RemoveNode):
-                cur.execute(_REMOVE_SQL, (stmt.host, stmt.port))
+                cur.execute(sql.REMOVE_NODE, (stmt.host, stmt.port))
                 return Done()
         raise TypeError(f"not a statement: {stmt!r}")
 

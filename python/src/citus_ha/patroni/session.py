@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional
 
+from .. import sql
 from ..statements import (
     Added,
     AddNode,
@@ -40,12 +41,6 @@ log = logging.getLogger("citus_ha.patroni")
 #: The name of the connection in Patroni's pool: the reference handler's.
 POOL_NAME = "citus"
 
-_LOAD_SQL = ("SELECT nodeid, groupid, nodename, nodeport, noderole::text "
-             "FROM pg_catalog.pg_dist_node ORDER BY nodeid")
-_ADD_SQL = ("SELECT pg_catalog.citus_add_node(%s::text, %s::int, %s::int, %s::text::noderole, "
-            "'default')")
-_UPDATE_SQL = "SELECT pg_catalog.citus_update_node(%s::int, %s::text, %s::int, %s::bool, %s::int)"
-_REMOVE_SQL = "SELECT pg_catalog.citus_remove_node(%s::text, %s::int)"
 _TIMEOUT_SQL = "SELECT pg_catalog.set_config('statement_timeout', %s::text, false)"
 
 
@@ -115,7 +110,7 @@ class PatroniSession:
         conn = self._conn()
         q = self._nc.query
         if isinstance(stmt, LoadMetadata):
-            rows = q(_LOAD_SQL)
+            rows = q(sql.LOAD_METADATA)
             return Metadata(tuple(PgDistRow(int(r[0]), int(r[1]), str(r[2]), int(r[3]),
                                             NodeRole(r[4])) for r in rows))
         if isinstance(stmt, Begin):
@@ -127,13 +122,13 @@ class PatroniSession:
             q("COMMIT" if isinstance(stmt, Commit) else "ROLLBACK")
             return Done()
         if isinstance(stmt, AddNode):
-            rows = q(_ADD_SQL, stmt.host, stmt.port, stmt.groupid, stmt.role.value)
+            rows = q(sql.ADD_NODE, stmt.host, stmt.port, stmt.groupid, stmt.role.value)
             return Added(int(rows[0][0]))
         if isinstance(stmt, UpdateNode):
-            q(_UPDATE_SQL, stmt.nodeid, stmt.host, stmt.port, stmt.force, stmt.cooldown_ms)
+            q(sql.UPDATE_NODE, stmt.nodeid, stmt.host, stmt.port, stmt.force, stmt.cooldown_ms)
             return Done()
         if isinstance(stmt, RemoveNode):
-            q(_REMOVE_SQL, stmt.host, stmt.port)
+            q(sql.REMOVE_NODE, stmt.host, stmt.port)
             return Done()
         raise TypeError(f"not a statement: {stmt!r}")
 
