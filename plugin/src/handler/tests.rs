@@ -1907,3 +1907,55 @@ fn a_batch_pipelines_at_most_batch_statements() {
     assert_eq!(h.handler.metrics().statements, 302);
     assert_eq!(h.handler.cached_rows().len(), 301);
 }
+
+// ----- the state formats' bytes, pinned -------------------------------------------
+
+/// Handlers in the middle of a switchover, as a swap finds them: the pause open with its
+/// deadline, a heartbeat task and an event task with its ticket queued, a cooldown and a stale
+/// row pending; and the same handler with a pipelined batch issued and unanswered.
+fn pinned_handlers() -> Vec<(&'static str, Handler)> {
+    let mut h = settled();
+    h.event(&base(), &ev("before_demote", 1, "w1a"));
+    h.clean_turn();
+    h.heartbeat(&with_g1(
+        Some("w1a"),
+        vec![primary(m("w1a", "10.0.1.1")), m("w1c", "10.0.1.3")],
+    ));
+    h.queued(&base(), &ev("before_demote", 2, "w2a"));
+    let paused = h.handler.clone();
+
+    let mut h = settled();
+    h.event(&base(), &ev("before_demote", 1, "w1a"));
+    h.clean_turn();
+    h.now += 2_000;
+    let promoting = with_g1(
+        Some("w1b"),
+        vec![stopped(m("w1a", "10.0.1.1")), m("w1b", "10.0.1.2")],
+    );
+    h.heartbeat(&promoting);
+    h.queued(&promoting, &ev("before_promote", 1, "w1b"));
+    let now = h.now;
+    let issued = h.handler.poll_statements(now);
+    assert!(issued.len() > 1, "{issued:?}");
+    vec![("paused", paused), ("issued", h.handler.clone())]
+}
+
+/// The fixtures were written by the build before the export format had its own types; every
+/// later build must write exactly these bytes and read them back to the same state.
+#[test]
+fn state_formats_keep_their_bytes() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state");
+    for (name, h) in pinned_handlers() {
+        for (ext, bytes) in [("bin", h.export_state()), ("json", h.export_state_json())] {
+            let path = dir.join(format!("{name}.{ext}"));
+            if std::env::var_os("CITUS_HA_WRITE_STATE_FIXTURES").is_some() {
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let pinned = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            assert!(bytes == pinned, "{name}.{ext} changed");
+            let back = Handler::import_state(&pinned).unwrap();
+            assert!(back.export_state() == h.export_state(), "{name}.{ext} reimports");
+            assert!(back.export_state_json() == h.export_state_json());
+        }
+    }
+}
