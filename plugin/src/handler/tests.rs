@@ -1954,7 +1954,10 @@ fn state_formats_keep_their_bytes() {
             let pinned = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
             assert!(bytes == pinned, "{name}.{ext} changed");
             let back = Handler::import_state(&pinned).unwrap();
-            assert!(back.export_state() == h.export_state(), "{name}.{ext} reimports");
+            assert!(
+                back.export_state() == h.export_state(),
+                "{name}.{ext} reimports"
+            );
             assert!(back.export_state_json() == h.export_state_json());
         }
     }
