@@ -304,8 +304,7 @@ fn canonical_statement(l: &str) -> Option<Statement> {
             _ => Statement::Rollback,
         },
         "add_node" => {
-            let (host, rest) = plain_str(rest.strip_prefix(r#","host":"#)?)?;
-            let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+            let (host, port, rest) = address(rest)?;
             let (groupid, rest) = json_int(rest.strip_prefix(r#","groupid":"#)?)?;
             let role = match rest {
                 r#","role":"primary"}"# => NodeRole::Primary,
@@ -322,8 +321,7 @@ fn canonical_statement(l: &str) -> Option<Statement> {
         }
         "update_node" => {
             let (nodeid, rest) = json_int(rest.strip_prefix(r#","nodeid":"#)?)?;
-            let (host, rest) = plain_str(rest.strip_prefix(r#","host":"#)?)?;
-            let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+            let (host, port, rest) = address(rest)?;
             let (force, rest) = if let Some(r) = rest.strip_prefix(r#","force":true"#) {
                 (true, r)
             } else {
@@ -342,8 +340,7 @@ fn canonical_statement(l: &str) -> Option<Statement> {
             }
         }
         "remove_node" => {
-            let (host, rest) = plain_str(rest.strip_prefix(r#","host":"#)?)?;
-            let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+            let (host, port, rest) = address(rest)?;
             if rest != "}" {
                 return None;
             }
@@ -354,6 +351,13 @@ fn canonical_statement(l: &str) -> Option<Statement> {
         }
         _ => return None,
     })
+}
+
+/// `,"host":H,"port":P`, the address every node statement carries, and the rest.
+fn address(s: &str) -> Option<(&str, i32, &str)> {
+    let (host, rest) = plain_str(s.strip_prefix(r#","host":"#)?)?;
+    let (port, rest) = json_int(rest.strip_prefix(r#","port":"#)?)?;
+    Some((host, port, rest))
 }
 
 /// A JSON string with nothing escaped (no backslash, no control character) and the rest.
