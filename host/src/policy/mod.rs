@@ -1,6 +1,48 @@
 //! The policy as the host sees it: one interface, whichever build (Wasm component of any
 //! supported contract version, or the native crate for benchmarks) sits behind it.
 
+/// Forwards [`Functions`] to the value a field holds (a Wasm instance, or the native
+/// functions), so every kind of handler answers the pure functions as its instance does.
+macro_rules! forward_functions {
+    ($ty:ty, $($field:tt)+) => {
+        impl Functions for $ty {
+            fn policy_version(&mut self) -> PolicyResult<String> {
+                self.$($field)+.policy_version()
+            }
+            fn validate_config(
+                &mut self,
+                j: &str,
+            ) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
+                self.$($field)+.validate_config(j)
+            }
+            fn adjust_gucs(
+                &mut self,
+                p: &[(String, String)],
+                h: Option<&str>,
+            ) -> PolicyResult<Result<Vec<(String, String)>, InvalidInput>> {
+                self.$($field)+.adjust_gucs(p, h)
+            }
+            fn keep_replication_slot(
+                &mut self,
+                c: &CitusConfig,
+                primary: bool,
+                slot: &ReplicationSlot,
+            ) -> PolicyResult<bool> {
+                self.$($field)+.keep_replication_slot(c, primary, slot)
+            }
+            fn bootstrap_plan(
+                &mut self,
+                c: &CitusConfig,
+                db: &str,
+                auth: &SuperuserAuth,
+                url: Option<&str>,
+            ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
+                self.$($field)+.bootstrap_plan(c, db, auth, url)
+            }
+        }
+    };
+}
+
 mod adapter;
 pub mod native;
 mod store;

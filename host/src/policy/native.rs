@@ -19,6 +19,8 @@ pub struct NativeHandler {
     /// The view goes in as text, as it does into a 0.4.0 component, so the baseline does the
     /// same work on the same input.
     writer: ViewWriter,
+    /// The pure functions, as a Wasm handler's instance answers them.
+    functions: NativeFunctions,
 }
 
 impl NativeHandler {
@@ -26,12 +28,14 @@ impl NativeHandler {
         Self {
             handler: Machine::new(config, name, connect_url),
             writer: ViewWriter::new(),
+            functions: NativeFunctions,
         }
     }
     pub fn import(state: &[u8]) -> Result<Self, String> {
         Machine::import_state(state).map(|handler| Self {
             handler,
             writer: ViewWriter::new(),
+            functions: NativeFunctions,
         })
     }
     fn drain(&mut self) {
@@ -74,39 +78,7 @@ impl Functions for NativeFunctions {
     }
 }
 
-/// A native handler answers the pure functions as its Wasm counterpart's instance does.
-impl Functions for NativeHandler {
-    fn policy_version(&mut self) -> PolicyResult<String> {
-        NativeFunctions.policy_version()
-    }
-    fn validate_config(&mut self, s: &str) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
-        NativeFunctions.validate_config(s)
-    }
-    fn adjust_gucs(
-        &mut self,
-        params: &[(String, String)],
-        local_host: Option<&str>,
-    ) -> PolicyResult<Result<Vec<(String, String)>, InvalidInput>> {
-        NativeFunctions.adjust_gucs(params, local_host)
-    }
-    fn keep_replication_slot(
-        &mut self,
-        c: &CitusConfig,
-        is_primary: bool,
-        slot: &ReplicationSlot,
-    ) -> PolicyResult<bool> {
-        NativeFunctions.keep_replication_slot(c, is_primary, slot)
-    }
-    fn bootstrap_plan(
-        &mut self,
-        c: &CitusConfig,
-        db: &str,
-        auth: &SuperuserAuth,
-        url: Option<&str>,
-    ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
-        NativeFunctions.bootstrap_plan(c, db, auth, url)
-    }
-}
+forward_functions!(NativeHandler, functions);
 
 impl Handler for NativeHandler {
     fn handle_heartbeat(&mut self, now: u64, view: &ClusterView) -> PolicyResult<()> {

@@ -305,47 +305,6 @@ impl Functions for Instance {
     }
 }
 
-/// Forwards [`Functions`] to the instance a value wraps.
-macro_rules! forward_functions {
-    ($ty:ty, $($field:tt)+) => {
-        impl Functions for $ty {
-            fn policy_version(&mut self) -> PolicyResult<String> {
-                self.$($field)+.policy_version()
-            }
-            fn validate_config(
-                &mut self,
-                j: &str,
-            ) -> PolicyResult<Result<CitusConfig, InvalidInput>> {
-                self.$($field)+.validate_config(j)
-            }
-            fn adjust_gucs(
-                &mut self,
-                p: &[(String, String)],
-                h: Option<&str>,
-            ) -> PolicyResult<Result<Vec<(String, String)>, InvalidInput>> {
-                self.$($field)+.adjust_gucs(p, h)
-            }
-            fn keep_replication_slot(
-                &mut self,
-                c: &CitusConfig,
-                primary: bool,
-                slot: &ReplicationSlot,
-            ) -> PolicyResult<bool> {
-                self.$($field)+.keep_replication_slot(c, primary, slot)
-            }
-            fn bootstrap_plan(
-                &mut self,
-                c: &CitusConfig,
-                db: &str,
-                auth: &SuperuserAuth,
-                url: Option<&str>,
-            ) -> PolicyResult<Result<Vec<BootstrapStep>, InvalidInput>> {
-                self.$($field)+.bootstrap_plan(c, db, auth, url)
-            }
-        }
-    };
-}
-
 /// An instance of a policy component for the pure functions: it has no handler, and its type
 /// offers none.
 pub struct WasmFunctions(Instance);
