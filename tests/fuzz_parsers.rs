@@ -250,3 +250,141 @@ fn state_imports() {
         Handler::import_state(b).map(drop)
     });
 }
+
+#[test]
+fn text_views() {
+    let view = parse_cluster_text(EXAMPLE_DCS, "example").unwrap();
+    let seeds = vec![citus_ha_policy::view_text::write_once(&view).into_bytes()];
+    fuzz("text-view", &seeds, |b| {
+        coordinator()
+            .handle_heartbeat_text(0, text(b)?)
+            .map_err(|e| e.to_string())
+    });
+}
+
+/// A value made of what the view's text reader must find, split or leave alone: tabs and
+/// backslashes (escaped by the writer), `\N` and `N`, multi-byte characters, and runs long
+/// enough that bodies cross the reader's 16-byte chunks at every offset.
+fn tricky(rng: &mut Pcg64) -> String {
+    const PARTS: &[&str] = &["a", "N", "\\", "\\N", "\t", "\n", "é", "10.0.0.", "-m", "x"];
+    let long = rng.random_range(0..4) == 0;
+    let n = rng.random_range(0..if long { 60 } else { 12 });
+    (0..n)
+        .map(|_| PARTS[rng.random_range(0..PARTS.len())])
+        .collect()
+}
+
+/// Views with values of every shape, read by the component (Wasm, its SIMD reader) and by
+/// the native handler (the word-at-a-time reader): the same statements from both, for the
+/// first heartbeat and for a repeat of it (groups flagged unchanged).
+#[test]
+fn text_views_read_alike_in_the_component_and_natively() {
+    use citus_ha::policy::native::NativeHandler;
+    use citus_ha::policy::{PolicyEngine, PolicyLimits};
+    use citus_ha::session::sim::SimSession;
+    use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};
+    use citus_sim::Simulator;
+
+    let engine = PolicyEngine::new(
+        PolicyLimits {
+            call_timeout: std::time::Duration::from_secs(10),
+            max_memory_bytes: 64 << 20,
+        },
+        Some(citus_ha_guest_build::workspace_dir().join("target/wasm-cache")),
+    )
+    .unwrap();
+    let policy = engine.load(citus_ha::EMBEDDED_POLICY, "embedded").unwrap();
+    let config = CitusConfig {
+        group: 0,
+        database: "citus".into(),
+    };
+    let url = "postgres://10.0.0.1:5432/postgres";
+    let mut rng = Pcg64::seed_from_u64(setting("CITUS_HA_FUZZ_SEED", 0x5EED));
+    let views = setting("CITUS_HA_FUZZ_VIEWS", 200);
+    for n in 0..views {
+        let member = |rng: &mut Pcg64, name: String| {
+            let some = |rng: &mut Pcg64| rng.random_range(0..5) != 0;
+            let url = format!("postgres://{}:5432/{}", tricky(rng), tricky(rng));
+            let conn_url = some(rng).then_some(url);
+            let conn_kwargs = (rng.random_range(0..3) == 0).then(|| {
+                let host = tricky(rng);
+                ConnKwargs {
+                    host: some(rng).then_some(host),
+                    port: some(rng).then(|| "5432".into()),
+                }
+            });
+            let role = ["primary", "replica", "standby_leader", "x\ty"][rng.random_range(0..4)];
+            let state = ["running", "streaming", "stopped"][rng.random_range(0..3)];
+            Member {
+                conn_url,
+                conn_kwargs,
+                role: some(rng).then(|| role.into()),
+                state: some(rng).then(|| state.into()),
+                noloadbalance: rng.random_range(0..4) == 0,
+                name,
+            }
+        };
+        let group = |rng: &mut Pcg64, g: i32| {
+            let mut members: Vec<Member> = Vec::new();
+            for m in 0..rng.random_range(0..4) {
+                let name = format!("g{g}m{m}{}", tricky(rng));
+                members.push(member(rng, name));
+            }
+            let leader = match members.first() {
+                Some(m) if rng.random_range(0..4) != 0 => Some(m.name.clone()),
+                _ => (rng.random_range(0..2) == 0).then(|| tricky(rng)),
+            };
+            GroupView { leader, members }
+        };
+        let mut coordinator = group(&mut rng, 0);
+        coordinator.leader = Some("coord1".into());
+        coordinator.members.insert(
+            0,
+            Member {
+                name: "coord1".into(),
+                conn_url: Some(url.into()),
+                conn_kwargs: None,
+                role: Some("primary".into()),
+                state: Some("running".into()),
+                noloadbalance: false,
+            },
+        );
+        let view = ClusterView {
+            coordinator,
+            workers: (1..=rng.random_range(0..6))
+                .map(|g| (g, group(&mut rng, g)))
+                .collect(),
+        };
+        let mut wasm = policy.new_handler(&config, "coord1", url).unwrap();
+        let mut native = NativeHandler::new(config.clone(), "coord1", url);
+        let run = |h: &mut dyn citus_ha::policy::Handler| {
+            let mut session = SimSession::new(Simulator::new());
+            let mut ran = Vec::new();
+            for now in [0, 1] {
+                h.handle_heartbeat(now, &view).unwrap();
+                // Bounded: a turn of a few groups is a few dozen statements.
+                for _ in 0..100 {
+                    let batch = h.poll_statements(now).unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let mut results = Vec::new();
+                    for stmt in &batch {
+                        let result = session.run(stmt);
+                        let ends = result.ends_batch();
+                        ran.push(format!("{stmt:?} -> {result:?}"));
+                        results.push(result);
+                        if ends {
+                            break;
+                        }
+                    }
+                    h.handle_results(now, results).unwrap();
+                }
+            }
+            ran
+        };
+        let (w, h) = (run(&mut wasm), run(&mut native));
+        assert!(!w.is_empty(), "view {n}: at least the load ran");
+        assert_eq!(w, h, "view {n}: {view:?}");
+    }
+}

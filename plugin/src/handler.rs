@@ -792,7 +792,8 @@ impl Handler {
             out.extend(work.steps.iter().map(|s| step_statement(s, &work.task)));
             let mut pipelined = VecDeque::new();
             let mut last = work;
-            while let Some(next) = self.plan_ahead(now, last, &pipelined) {
+            let mut resume = 0;
+            while let Some(next) = self.plan_ahead(now, last, &pipelined, &mut resume) {
                 if out.len() + next.steps.len() > BATCH_STATEMENTS {
                     break;
                 }
@@ -810,8 +811,16 @@ impl Handler {
     /// The plan the next poll would start once `last` (the batch's latest plan) and everything
     /// before it succeeded, or None where that depends on more than success: `last` leaves a
     /// transaction open, a reload is due, or the next task would be dropped or has nothing to
-    /// run. `planned` are the plans already pipelined after `work`'s.
-    fn plan_ahead(&self, now: Instant, last: &Work, planned: &VecDeque<Work>) -> Option<Work> {
+    /// run. `planned` are the plans already pipelined after `work`'s; `resume` is where the
+    /// previous call's scan of the queue stopped: every group before it was in the batch or
+    /// not yet due, and still is, so a batch scans the queue once, not once per plan.
+    fn plan_ahead(
+        &self,
+        now: Instant,
+        last: &Work,
+        planned: &VecDeque<Work>,
+        resume: &mut usize,
+    ) -> Option<Work> {
         if last.task.event.opens_transaction() || self.schedule_load {
             return None;
         }
@@ -821,10 +830,14 @@ impl Handler {
         let eligible = |t: &Task| t.not_before.is_none_or(|nb| now >= nb);
         let g = match self.queue.get(COORDINATOR_GROUP).filter(|t| eligible(t)) {
             Some(_) if free(COORDINATOR_GROUP) => COORDINATOR_GROUP,
-            _ => self
-                .queue
-                .groups_in_order()
-                .find(|g| free(*g) && self.queue.get(*g).is_some_and(eligible))?,
+            _ => {
+                let (at, g) = self
+                    .queue
+                    .groups_in_order_from(*resume)
+                    .find(|&(_, g)| free(g) && self.queue.get(g).is_some_and(eligible))?;
+                *resume = at + 1;
+                g
+            }
         };
         let task = self.queue.get(g).expect("listed");
         let dropped = task.expires_at().is_some_and(|at| now >= at)

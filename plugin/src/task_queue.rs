@@ -116,10 +116,16 @@ impl TaskQueue {
     }
     /// Groups in arrival order, oldest first.
     pub fn groups_in_order(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups_in_order_from(0).map(|(_, g)| g)
+    }
+    /// [`TaskQueue::groups_in_order`] from position `from` on, each with its position: a scan
+    /// that stops at a group can resume after it while the queue is unchanged.
+    pub fn groups_in_order_from(&self, from: usize) -> impl Iterator<Item = (usize, GroupId)> + '_ {
         self.order
-            .iter()
-            .filter(|&&(seq, g)| self.is_live(seq, g))
-            .map(|&(_, g)| g)
+            .range(from.min(self.order.len())..)
+            .enumerate()
+            .filter(|&(_, &(seq, g))| self.is_live(seq, g))
+            .map(move |(i, &(_, g))| (from + i, g))
     }
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.by_group.values().map(|(_, t)| t)

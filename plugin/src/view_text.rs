@@ -159,10 +159,19 @@ impl<'a> TextGroups<'a> {
                 .position(|&c| c == b'\t')
                 .map(|i| i + from)
         };
-        let t1 = tab(0).ok_or_else(|| bad(line, "the group id is not an integer"))?;
-        let id = self.rest[..t1]
-            .parse::<GroupId>()
-            .map_err(|_| bad(line, "the group id is not an integer"))?;
+        // Plain digits are read in the same pass that finds the tab; anything else (a sign,
+        // leading spaces, too many digits) goes the way `str::parse` reads it.
+        let (id, t1) =
+            match plain_number(b, 0).and_then(|(n, t)| Some((GroupId::try_from(n).ok()?, t))) {
+                Some(found) => found,
+                None => {
+                    let t1 = tab(0).ok_or_else(|| bad(line, "the group id is not an integer"))?;
+                    let id = self.rest[..t1]
+                        .parse::<GroupId>()
+                        .map_err(|_| bad(line, "the group id is not an integer"))?;
+                    (id, t1)
+                }
+            };
         let unchanged = match (b.get(t1 + 1), b.get(t1 + 2)) {
             (Some(b'='), Some(b'\t')) => true,
             (Some(b'+'), Some(b'\t')) => false,
@@ -173,11 +182,19 @@ impl<'a> TextGroups<'a> {
                 ))
             }
         };
-        let t3 = tab(t1 + 3)
-            .ok_or_else(|| bad(line, format!("group {id}: the body length is not a number")))?;
-        let len = self.rest[t1 + 3..t3]
-            .parse::<usize>()
-            .map_err(|_| bad(line, format!("group {id}: the body length is not a number")))?;
+        let (len, t3) =
+            match plain_number(b, t1 + 3).and_then(|(n, t)| Some((usize::try_from(n).ok()?, t))) {
+                Some(found) => found,
+                None => {
+                    let no_length =
+                        || bad(line, format!("group {id}: the body length is not a number"));
+                    let t3 = tab(t1 + 3).ok_or_else(no_length)?;
+                    let len = self.rest[t1 + 3..t3]
+                        .parse::<usize>()
+                        .map_err(|_| no_length())?;
+                    (len, t3)
+                }
+            };
         let rest = &self.rest[t3 + 1..];
         let body = rest
             .get(..len)
@@ -214,75 +231,222 @@ impl<'a> TextGroups<'a> {
     }
 }
 
+/// The run of 1 to 18 decimal digits at `from` that a tab ends: its value and the tab's
+/// position. None for anything else, which the caller reads with `str::parse` instead (and
+/// which names what is wrong): a steady heartbeat reads every group's id and length, and
+/// this is the one pass over them it needs.
+fn plain_number(b: &[u8], from: usize) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    for (i, &c) in b.get(from..)?.iter().enumerate().take(19) {
+        match c {
+            b'0'..=b'9' => n = n * 10 + u64::from(c - b'0'),
+            b'\t' if i > 0 => return Some((n, from + i)),
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// A value read in place: absent, or the text itself ([`Fields`] notes one that needs
 /// unescaping, and the group is then refused as [`TextError::Escaped`]).
 fn value(field: &str) -> Option<&str> {
     (field != ABSENT).then_some(field)
 }
 
-/// A body's tab-separated fields (what `str::split('\t')` yields), found with one byte loop
-/// that also notes a value needing unescaping (a backslash other than a whole `\N`). The
-/// guest's profile of an all-new heartbeat had `split`'s char searcher and `memchr` as its
-/// largest part: their set-up costs more than a fields' few bytes do to scan.
+/// A body's tab-separated fields (what `str::split('\t')` yields), found a word at a time,
+/// noting on the way a value that needs unescaping (a backslash other than a whole `\N`).
+/// Each eight-byte word gives the positions of its tabs as a bit mask, so a field costs a
+/// few instructions however short it is: the guest's profile of an all-new heartbeat had
+/// `split`'s char searcher, then a byte-at-a-time loop, as its largest part.
 struct Fields<'a> {
     body: &'a str,
+    /// Where the next field starts.
     at: usize,
+    /// Offset of the word `tabs` describes.
+    word: usize,
+    /// The tabs of that word not yet used, a high bit per byte ([`byte_mask`]).
+    tabs: u64,
     done: bool,
     escaped: bool,
 }
 
-impl<'a> Fields<'a> {
-    fn new(body: &'a str) -> Self {
-        Self {
-            body,
-            at: 0,
-            done: false,
-            escaped: false,
-        }
+const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The bytes of `w` equal to `byte`, as 0x80 in each such byte and 0 in every other (exact,
+/// unlike the shorter zero-byte test, whose borrow can mark the byte after a match).
+#[inline(always)]
+fn byte_mask(w: u64, byte: u8) -> u64 {
+    let x = w ^ (0x0101_0101_0101_0101 * u64::from(byte));
+    !((x & LO7).wrapping_add(LO7) | x | LO7)
+}
+
+/// The eight bytes of `b` at `at`, zero past its end (a zero byte is neither tab nor
+/// backslash). A short last word is the slice's last eight bytes shifted down, so no byte is
+/// copied one at a time unless the whole slice is shorter than a word.
+#[inline(always)]
+fn word_at(b: &[u8], at: usize) -> u64 {
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
+    if let Some(w) = b.get(at..at + 8) {
+        return word(w);
+    }
+    let rest = b.len().saturating_sub(at);
+    match b.len().checked_sub(8) {
+        _ if rest == 0 => 0,
+        Some(last) => word(&b[last..]) >> (8 * (8 - rest)),
+        None => b[at..]
+            .iter()
+            .rev()
+            .fold(0, |w, &c| (w << 8) | u64::from(c)),
     }
 }
 
-/// Whether any byte of `w` is `byte` (the classic zero-byte test on `w ^ byte * 0x01..01`).
-fn has_byte(w: u64, byte: u8) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let x = w ^ (LO * u64::from(byte));
-    x.wrapping_sub(LO) & !x & HI != 0
+/// Fields of a body [`cut_fields`] reads in one pass: the leader's and eight members'.
+const FAST_FIELDS: usize = 1 + 8 * MEMBER_FIELDS;
+
+/// Where each field of `body` ends (what [`Fields`] finds, and whether one needs unescaping),
+/// in one loop over its chunks with nothing kept between chunks but the count: the guest's
+/// profile of an all-new heartbeat has this as its largest part. None for a body with more
+/// fields than `cuts` holds, which [`Fields`] reads instead.
+fn cut_fields(body: &str, cuts: &mut [u32; FAST_FIELDS]) -> Option<(usize, bool)> {
+    let b = body.as_bytes();
+    let len = u32::try_from(b.len()).ok()?;
+    let (mut n, mut escaped, mut at) = (0, false, 0);
+    while at < b.len() {
+        let (mut tabs, mut slashes) = chunk::masks(b, at);
+        while tabs != 0 {
+            // One slot stays for the last field's end.
+            if n == FAST_FIELDS - 1 {
+                return None;
+            }
+            cuts[n] = (at + tabs.trailing_zeros() as usize) as u32;
+            n += 1;
+            tabs &= tabs - 1;
+        }
+        while slashes != 0 {
+            escaped |= !is_whole_absent(b, at + slashes.trailing_zeros() as usize);
+            slashes &= slashes - 1;
+        }
+        at += chunk::WIDTH;
+    }
+    cuts[n] = len;
+    Some((n + 1, escaped))
+}
+
+/// The tabs and backslashes among the `WIDTH` bytes of a body at `at` (those that are left
+/// at its end), one bit per byte. In the component, sixteen bytes at a time with Wasm's
+/// SIMD (every host that runs the component compiles it: wasmtime, wasmtime-py, Node).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod chunk {
+    use core::arch::wasm32::{i8x16_bitmask, u8x16_eq, u8x16_splat, v128, v128_load};
+
+    pub const WIDTH: usize = 16;
+
+    #[inline(always)]
+    pub fn masks(b: &[u8], at: usize) -> (u32, u32) {
+        let (from, shift) = match b.len() - at {
+            rest if rest >= WIDTH => (at, 0),
+            // The last sixteen bytes, and the bits of those already read shifted out.
+            rest if b.len() >= WIDTH => (b.len() - WIDTH, WIDTH - rest),
+            _ => return super::chunk_words(b, at),
+        };
+        let c = &b[from..from + WIDTH];
+        // SAFETY: `c` is sixteen readable bytes; a Wasm load has no alignment requirement.
+        let v = unsafe { v128_load(c.as_ptr().cast::<v128>()) };
+        let tabs = u32::from(i8x16_bitmask(u8x16_eq(v, u8x16_splat(b'\t'))));
+        let slashes = u32::from(i8x16_bitmask(u8x16_eq(v, u8x16_splat(b'\\'))));
+        (tabs >> shift, slashes >> shift)
+    }
+}
+
+/// Natively (tests, the native baseline), two words at a time.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod chunk {
+    pub const WIDTH: usize = 16;
+
+    #[inline(always)]
+    pub fn masks(b: &[u8], at: usize) -> (u32, u32) {
+        super::chunk_words(b, at)
+    }
+}
+
+/// The tabs and backslashes of the sixteen bytes at `at` (zero past the end), one bit per
+/// byte, read as two words.
+#[inline(always)]
+fn chunk_words(b: &[u8], at: usize) -> (u32, u32) {
+    // 0x80 per matching byte, gathered into the low byte.
+    let bits = |m: u64| ((m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32;
+    let lo = word_at(b, at);
+    let hi = word_at(b, at + 8);
+    (
+        bits(byte_mask(lo, b'\t')) | bits(byte_mask(hi, b'\t')) << 8,
+        bits(byte_mask(lo, b'\\')) | bits(byte_mask(hi, b'\\')) << 8,
+    )
+}
+
+/// Whether the backslash at `p` is a whole `\N` field (an absent value, not an escape).
+#[inline(always)]
+fn is_whole_absent(b: &[u8], p: usize) -> bool {
+    (p == 0 || b[p - 1] == b'\t')
+        && b.get(p + 1) == Some(&b'N')
+        && b.get(p + 2).is_none_or(|&c| c == b'\t')
+}
+
+impl<'a> Fields<'a> {
+    fn new(body: &'a str) -> Self {
+        let mut f = Self {
+            body,
+            at: 0,
+            word: 0,
+            tabs: 0,
+            done: false,
+            escaped: false,
+        };
+        f.load(0);
+        f
+    }
+
+    /// Reads the word at `at`; its backslashes are checked at once (each must be a whole
+    /// `\N`), so `escaped` is settled for the body once its last field is read.
+    #[inline(always)]
+    fn load(&mut self, at: usize) {
+        let b = self.body.as_bytes();
+        let w = word_at(b, at);
+        self.word = at;
+        self.tabs = byte_mask(w, b'\t');
+        let mut slashes = byte_mask(w, b'\\');
+        while slashes != 0 {
+            let p = at + (slashes.trailing_zeros() / 8) as usize;
+            slashes &= slashes - 1;
+            self.escaped |= !is_whole_absent(b, p);
+        }
+    }
 }
 
 impl<'a> Iterator for Fields<'a> {
     type Item = &'a str;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a str> {
         if self.done {
             return None;
         }
-        let b = self.body.as_bytes();
         let start = self.at;
-        let mut end = start;
-        // Eight bytes at a time while a word holds neither a tab nor a backslash (most of
-        // a URL), then byte by byte: in Wasm every loop turn also checks for interruption.
-        while let Some(w) = b.get(end..end + 8) {
-            let w = u64::from_le_bytes(w.try_into().expect("eight bytes"));
-            if has_byte(w, b'\t') || has_byte(w, b'\\') {
-                break;
+        let end = loop {
+            if self.tabs != 0 {
+                let i = self.word + (self.tabs.trailing_zeros() / 8) as usize;
+                self.tabs &= self.tabs - 1;
+                break i;
             }
-            end += 8;
-        }
-        let mut backslash = false;
-        while end < b.len() && b[end] != b'\t' {
-            backslash |= b[end] == b'\\';
-            end += 1;
-        }
+            let next = self.word + 8;
+            if next >= self.body.len() {
+                self.done = true;
+                break self.body.len();
+            }
+            self.load(next);
+        };
+        self.at = end + 1;
         // A tab is ASCII, so both ends are char boundaries.
-        let field = &self.body[start..end];
-        self.escaped |= backslash && field != ABSENT;
-        if end == b.len() {
-            self.done = true;
-        } else {
-            self.at = end + 1;
-        }
-        Some(field)
+        Some(&self.body[start..end])
     }
 }
 
@@ -299,7 +463,34 @@ impl<'a> TextGroup<'a> {
     }
 
     fn decode_into(&self, members: &mut Vec<MemberRef<'a>>) -> Result<Option<&'a str>, TextError> {
-        let mut f = Fields::new(self.body);
+        let mut cuts = [0u32; FAST_FIELDS];
+        let (leader, escaped) = match cut_fields(self.body, &mut cuts) {
+            Some((n, escaped)) => {
+                let mut from = 0;
+                let fields = cuts[..n].iter().map(|&end| {
+                    let field = &self.body[from..end as usize];
+                    from = end as usize + 1;
+                    field
+                });
+                (self.members_from(fields, members)?, escaped)
+            }
+            None => {
+                let mut f = Fields::new(self.body);
+                (self.members_from(&mut f, members)?, f.escaped)
+            }
+        };
+        if escaped {
+            return Err(TextError::Escaped);
+        }
+        Ok(leader)
+    }
+
+    /// The leader key, and the members appended to `members`, read from a body's fields.
+    fn members_from(
+        &self,
+        mut f: impl Iterator<Item = &'a str>,
+        members: &mut Vec<MemberRef<'a>>,
+    ) -> Result<Option<&'a str>, TextError> {
         let leader = value(f.next().unwrap_or(ABSENT));
         while let Some(name) = f.next() {
             let mut field = || {
@@ -359,9 +550,6 @@ impl<'a> TextGroup<'a> {
                 state: value(state),
                 noloadbalance,
             });
-        }
-        if f.escaped {
-            return Err(TextError::Escaped);
         }
         Ok(leader)
     }
@@ -473,11 +661,7 @@ fn push_value(out: &mut String, v: Option<&str>) -> bool {
             out.push_str(ABSENT);
             false
         }
-        Some(s)
-            if !s
-                .bytes()
-                .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) =>
-        {
+        Some(s) if !needs_escape(s) => {
             out.push_str(s);
             false
         }
@@ -496,30 +680,122 @@ fn push_value(out: &mut String, v: Option<&str>) -> bool {
     }
 }
 
-/// A group's body: everything after the flag. Returns whether any value was escaped.
-fn write_body(out: &mut String, g: &GroupView) -> bool {
-    let mut escaped = push_value(out, g.leader.as_deref());
-    for m in &g.members {
-        out.push('\t');
-        escaped |= push_value(out, Some(&m.name));
-        out.push('\t');
-        escaped |= push_value(out, m.conn_url.as_deref());
-        match &m.conn_kwargs {
-            Some(k) => {
-                out.push_str("\tk\t");
-                escaped |= push_value(out, k.host.as_deref());
-                out.push('\t');
-                escaped |= push_value(out, k.port.as_deref());
-            }
-            None => out.push_str("\t-\t\\N\t\\N"),
+/// Whether `s` holds a byte COPY text escapes (backslash, tab, newline, carriage return),
+/// a word at a time: the host writes every value of an all-new view through this, and most
+/// values are shorter than a word. A short value is read as overlapping pieces (a byte seen
+/// twice does not change whether one is special), the way `memchr` reads short haystacks.
+fn needs_escape(s: &str) -> bool {
+    let special = |w: u64| {
+        byte_mask(w, b'\\') | byte_mask(w, b'\t') | byte_mask(w, b'\n') | byte_mask(w, b'\r') != 0
+    };
+    let b = s.as_bytes();
+    let n = b.len();
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("four")));
+    match n {
+        0 => false,
+        1..=3 => special(u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16),
+        4..=7 => special(u32_at(0) | u32_at(n - 4) << 32),
+        _ => {
+            b.chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("eight bytes")))
+                .any(special)
+                || special(word_at(b, n - 8))
         }
-        out.push('\t');
-        escaped |= push_value(out, m.role.as_deref());
-        out.push('\t');
-        escaped |= push_value(out, m.state.as_deref());
-        out.push_str(if m.noloadbalance { "\t1" } else { "\t0" });
     }
+}
+
+/// One piece of a body as it is laid out: a separator or fixed token, or a value.
+enum Piece<'a> {
+    Token(&'static str),
+    Value(Option<&'a str>),
+}
+
+/// A group's body (everything after the flag) as pieces in order: the one place that says
+/// the layout, for the writer, the length pass and the in-place comparison. Stops at the
+/// first piece `f` answers false to, and says whether it went through.
+fn body_pieces<'a>(g: &'a GroupView, mut f: impl FnMut(Piece<'a>) -> bool) -> bool {
+    use Piece::{Token, Value};
+    if !f(Value(g.leader.as_deref())) {
+        return false;
+    }
+    g.members.iter().all(|m| {
+        f(Token("\t"))
+            && f(Value(Some(&m.name)))
+            && f(Token("\t"))
+            && f(Value(m.conn_url.as_deref()))
+            && match &m.conn_kwargs {
+                Some(k) => {
+                    f(Token("\tk\t"))
+                        && f(Value(k.host.as_deref()))
+                        && f(Token("\t"))
+                        && f(Value(k.port.as_deref()))
+                }
+                None => f(Token("\t-\t\\N\t\\N")),
+            }
+            && f(Token("\t"))
+            && f(Value(m.role.as_deref()))
+            && f(Token("\t"))
+            && f(Value(m.state.as_deref()))
+            && f(Token(if m.noloadbalance { "\t1" } else { "\t0" }))
+    })
+}
+
+/// Writes a group's body. Returns whether any value was escaped.
+fn write_body(out: &mut String, g: &GroupView) -> bool {
+    let mut escaped = false;
+    body_pieces(g, |p| {
+        match p {
+            Piece::Token(t) => out.push_str(t),
+            Piece::Value(v) => escaped |= push_value(out, v),
+        }
+        true
+    });
     escaped
+}
+
+/// The length of a group's body when no value in it needs escaping (then the body can be
+/// written straight after its header, not into a scratch buffer first).
+fn plain_body_len(g: &GroupView) -> Option<usize> {
+    let mut len = 0;
+    body_pieces(g, |p| {
+        len += match p {
+            Piece::Token(t) => t.len(),
+            Piece::Value(None) => ABSENT.len(),
+            Piece::Value(Some(v)) if needs_escape(v) => return false,
+            Piece::Value(Some(v)) => v.len(),
+        };
+        true
+    })
+    .then_some(len)
+}
+
+/// Writes a new group's line (see [`plain_body_len`]); says whether a value was escaped.
+fn push_new_group(
+    out: &mut String,
+    scratch: &mut String,
+    id: GroupId,
+    g: &GroupView,
+) -> (Line, bool) {
+    let Some(len) = plain_body_len(g) else {
+        scratch.clear();
+        write_body(scratch, g);
+        return (push_group(out, id, false, scratch), true);
+    };
+    let line = push_group_header(out, id, false, len);
+    body_pieces(g, |p| {
+        out.push_str(match p {
+            Piece::Token(t) => t,
+            Piece::Value(v) => v.unwrap_or(ABSENT),
+        });
+        true
+    });
+    debug_assert_eq!(
+        out.len() - line.body,
+        len,
+        "plain_body_len and the writer agree"
+    );
+    out.push('\n');
+    (line, false)
 }
 
 /// Whether `write_body(g)` would write exactly `body`, found without writing it: each value
@@ -530,33 +806,10 @@ fn write_body(out: &mut String, g: &GroupView) -> bool {
 /// which a present value never matches).
 fn plain_body_is(body: &str, g: &GroupView) -> bool {
     let mut c = Cursor(body.as_bytes());
-    let mut same = c.value(g.leader.as_deref());
-    for m in &g.members {
-        same = same
-            && c.token(b"\t")
-            && c.value(Some(&m.name))
-            && c.token(b"\t")
-            && c.value(m.conn_url.as_deref())
-            && match &m.conn_kwargs {
-                Some(k) => {
-                    c.token(b"\tk\t")
-                        && c.value(k.host.as_deref())
-                        && c.token(b"\t")
-                        && c.value(k.port.as_deref())
-                }
-                None => c.token(b"\t-\t\\N\t\\N"),
-            }
-            && c.token(b"\t")
-            && c.value(m.role.as_deref())
-            && c.token(b"\t")
-            && c.value(m.state.as_deref())
-            && c.token(if m.noloadbalance { b"\t1" } else { b"\t0" });
-        if !same {
-            return false;
-        }
-    }
-    // The whole body, not a prefix of it.
-    same && c.0.is_empty()
+    body_pieces(g, |p| match p {
+        Piece::Token(t) => c.token(t.as_bytes()),
+        Piece::Value(v) => c.value(v),
+    }) && c.0.is_empty()
 }
 
 /// What is left of a body being compared.
@@ -588,20 +841,34 @@ fn push_header(out: &mut String, seq: u64, base: Option<u64>) {
 }
 const HEADER_LEN: usize = MAGIC.len() + 1 + 20 + 1 + 20 + 1;
 
-/// Writes a group's line; returns where its flag is.
-fn push_group(out: &mut String, id: GroupId, unchanged: bool, body: &str) -> usize {
-    use std::fmt::Write;
-    let _ = write!(out, "{id}\t");
+/// Where a group's line was written: its flag, and the start of its body.
+#[derive(Clone, Copy)]
+struct Line {
+    flag: usize,
+    body: usize,
+}
+
+/// Writes a group line's `id \t flag \t length \t`.
+fn push_group_header(out: &mut String, id: GroupId, unchanged: bool, len: usize) -> Line {
+    let mut n = itoa::Buffer::new();
+    out.push_str(n.format(id));
+    out.push('\t');
     let flag = out.len();
-    let _ = write!(
-        out,
-        "{}\t{}\t",
-        if unchanged { '=' } else { '+' },
-        body.len()
-    );
+    out.push_str(if unchanged { "=\t" } else { "+\t" });
+    out.push_str(n.format(len));
+    out.push('\t');
+    Line {
+        flag,
+        body: out.len(),
+    }
+}
+
+/// Writes a group's line.
+fn push_group(out: &mut String, id: GroupId, unchanged: bool, body: &str) -> Line {
+    let line = push_group_header(out, id, unchanged, body.len());
     out.push_str(body);
     out.push('\n');
-    flag
+    line
 }
 
 /// The groups in the order the text wants them (coordinator, then workers ascending).
@@ -619,11 +886,9 @@ fn ordered(view: &ClusterView) -> Vec<(GroupId, &GroupView)> {
 pub fn write_once(view: &ClusterView) -> String {
     let mut out = String::with_capacity(64 + view.workers.len() * 256);
     push_header(&mut out, 0, None);
-    let mut body = String::new();
+    let mut scratch = String::new();
     for (id, g) in ordered(view) {
-        body.clear();
-        write_body(&mut body, g);
-        push_group(&mut out, id, false, &body);
+        push_new_group(&mut out, &mut scratch, id, g);
     }
     out
 }
@@ -734,20 +999,18 @@ impl ViewWriter {
             }
             let prev = self.index.get(at_prev).filter(|w| w.id == id);
             let same = prev.filter(|w| Self::unchanged(&self.text, &mut self.body, w, g));
-            let (escaped, body) = match same {
-                Some(w) => (w.escaped, &self.text[w.from..w.to]),
-                None => {
-                    self.body.clear();
-                    (write_body(&mut self.body, g), self.body.as_str())
+            let (line, escaped) = match same {
+                Some(w) => {
+                    let body = &self.text[w.from..w.to];
+                    (push_group(&mut out, id, base.is_some(), body), w.escaped)
                 }
+                None => push_new_group(&mut out, &mut self.body, id, g),
             };
-            let flag = push_group(&mut out, id, base.is_some() && same.is_some(), body);
-            let to = out.len() - 1;
             index.push(Written {
                 id,
-                flag,
-                from: to - body.len(),
-                to,
+                flag: line.flag,
+                from: line.body,
+                to: out.len() - 1,
                 members: g.members.len(),
                 escaped,
             });
@@ -879,6 +1142,49 @@ mod tests {
             .unwrap();
         assert_eq!(members[0].name, "a-name-longer-than-a-word");
         assert_eq!(members[0].conn_url, None);
+    }
+
+    proptest! {
+        /// The word-at-a-time readers agree with the obvious byte-at-a-time definitions, at
+        /// every offset and length (bodies are built from the bytes that matter to them).
+        #[test]
+        fn fields_are_what_split_finds(body in "[a\\\\\tNé]{0,120}") {
+            let mut f = Fields::new(&body);
+            let fields: Vec<&str> = f.by_ref().collect();
+            let expected: Vec<&str> = body.split('\t').collect();
+            prop_assert_eq!(&fields, &expected);
+            let escaped = expected.iter().any(|v| v.contains('\\') && *v != ABSENT);
+            prop_assert_eq!(f.escaped, escaped);
+            let mut cuts = [0u32; FAST_FIELDS];
+            match cut_fields(&body, &mut cuts) {
+                Some((n, cut_escaped)) => {
+                    let mut from = 0;
+                    let cut: Vec<&str> = cuts[..n].iter().map(|&end| {
+                        let field = &body[from..end as usize];
+                        from = end as usize + 1;
+                        field
+                    }).collect();
+                    prop_assert_eq!(&cut, &expected);
+                    prop_assert_eq!(cut_escaped, escaped);
+                }
+                None => prop_assert!(expected.len() > FAST_FIELDS - 1),
+            }
+        }
+
+        #[test]
+        fn escapes_are_found_where_they_are(value in "[ab\\\\\t\n\ré]{0,40}") {
+            let expected = value.bytes().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'));
+            prop_assert_eq!(needs_escape(&value), expected);
+        }
+
+        #[test]
+        fn plain_numbers_are_what_parse_reads(head in "[0-9+ a-]{0,22}", tail in "[\t0-9]{0,3}") {
+            let text = format!("{head}{tail}");
+            if let Some((n, tab)) = plain_number(text.as_bytes(), 0) {
+                prop_assert_eq!(text.as_bytes()[tab], b'\t');
+                prop_assert_eq!(text[..tab].parse::<u64>().ok(), Some(n));
+            }
+        }
     }
 
     fn tricky_value() -> impl Strategy<Value = Option<String>> {
