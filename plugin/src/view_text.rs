@@ -147,6 +147,7 @@ impl<'a> Iterator for TextGroups<'a> {
 }
 
 impl<'a> TextGroups<'a> {
+    #[inline(always)]
     fn entry(&mut self) -> Result<TextGroup<'a>, TextError> {
         let line = self.line;
         // `id \t flag \t length \t body \n`: the length lets a reader skip a body it does not
@@ -235,6 +236,7 @@ impl<'a> TextGroups<'a> {
 /// position. None for anything else, which the caller reads with `str::parse` instead (and
 /// which names what is wrong): a steady heartbeat reads every group's id and length, and
 /// this is the one pass over them it needs.
+#[inline(always)]
 fn plain_number(b: &[u8], from: usize) -> Option<(u64, usize)> {
     let mut n: u64 = 0;
     for (i, &c) in b.get(from..)?.iter().enumerate().take(19) {
