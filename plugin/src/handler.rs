@@ -35,6 +35,8 @@ pub const BATCH_STATEMENTS: usize = 256;
 
 pub use crate::state::STATE_FORMAT;
 
+mod transfer;
+
 /// What the policy did with a worker event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventOutcome {
@@ -57,7 +59,8 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Counters for operators; exported with the state.
+/// Counters for operators: in the service's status report, and carried over by the exported
+/// state (as [`crate::state::v2::Metrics`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
     pub deadline_rollbacks: u64,
@@ -71,7 +74,7 @@ pub struct Metrics {
     pub expired_events: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Phase {
     /// Between turns: the next poll starts one.
     #[default]
@@ -82,7 +85,7 @@ enum Phase {
     Ending,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 enum Step {
     Begin,
     Change(Change),
@@ -90,14 +93,14 @@ enum Step {
 }
 
 /// The task being processed and what is left of its statements.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 struct Work {
     task: Task,
     steps: VecDeque<Step>,
 }
 
 /// The statement the host is running now.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 enum Awaiting {
     Load,
     Rollback { deadline_passed: bool },
@@ -105,15 +108,17 @@ enum Awaiting {
 }
 
 /// The open transaction on the metadata session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Txn {
     open: bool,
     /// A row changed in it: Citus now refuses add/remove until it ends.
     has_update: bool,
 }
 
-/// The state machine. Everything in it is exported by [`Handler::export_state`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The state machine. Everything in it but the caches of this instance (logs, reports, the
+/// heartbeat memo, a batch's pipelined plans) is exported by [`Handler::export_state`],
+/// through the format types of [`crate::state`] (`transfer`).
+#[derive(Clone, Debug)]
 pub struct Handler {
     config: CitusConfig,
     name: String,
@@ -136,19 +141,14 @@ pub struct Handler {
     completed: Vec<Ticket>,
     metrics: Metrics,
     /// Statements of the last `poll_statements` batch issued beyond the one awaited.
-    #[serde(default, skip_serializing_if = "crate::state::zero_in_json")]
     batch_ahead: usize,
     /// The tasks planned into the last batch after `work`'s, in batch order (see
     /// [`Handler::poll_statements`]). Hosts export state between batches, never inside one,
     /// so this is not exported; an import mid-batch loses it and reloads (`handle_results`).
-    #[serde(skip)]
     pipelined: VecDeque<Work>,
-    #[serde(skip)]
     logs: Vec<LogLine>,
-    #[serde(skip)]
     reported: BTreeSet<String>,
     /// What the last packed heartbeat settled; not exported, so a new build reads everything.
-    #[serde(skip)]
     view_memo: ViewMemo,
 }
 

@@ -1962,3 +1962,84 @@ fn state_formats_keep_their_bytes() {
         }
     }
 }
+
+/// Export and import of a 1000-group handler, timed (run in release with `--ignored
+/// --nocapture`): the hand-off a swap and every turn's snapshot pay for.
+#[test]
+#[ignore = "a timing loop, not a check"]
+fn state_hand_off_timing() {
+    let mut h = Host::with_rows(&[]);
+    let workers: Vec<(GroupId, GroupView)> = (1..=1000)
+        .map(|g| {
+            let (a, b, c) = (format!("w{g}a"), format!("w{g}b"), format!("w{g}c"));
+            let ip = |n: u32| format!("10.{}.{}.{n}", g / 256, g % 256);
+            (
+                g,
+                grp(
+                    Some(&a),
+                    vec![primary(m(&a, &ip(1))), m(&b, &ip(2)), m(&c, &ip(3))],
+                ),
+            )
+        })
+        .collect();
+    h.heartbeat(&view(workers));
+    h.batched_turn();
+    assert_eq!(h.handler.cached_rows().len(), 3001);
+    let median = |f: &mut dyn FnMut()| {
+        let mut ns: Vec<u128> = (0..201)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_nanos()
+            })
+            .collect();
+        ns.sort_unstable();
+        ns[ns.len() / 2]
+    };
+    let bin = h.handler.export_state();
+    let json = h.handler.export_state_json();
+    let handler = &h.handler;
+    let export = median(&mut || drop(std::hint::black_box(handler.export_state())));
+    let export_json = median(&mut || drop(std::hint::black_box(handler.export_state_json())));
+    let import = median(&mut || drop(std::hint::black_box(Handler::import_state(&bin))));
+    let import_json = median(&mut || drop(std::hint::black_box(Handler::import_state(&json))));
+    println!(
+        "state_hand_off_1000: export {export} ns, import {import} ns ({} bytes); json export {export_json} ns, import {import_json} ns ({} bytes)",
+        bin.len(),
+        json.len()
+    );
+}
+
+/// Format 1 leaves absent options and empty stale lists out; earlier builds wrote the options
+/// as `null`, and both read back to the same state.
+#[test]
+fn json_state_reads_absent_and_null_options_alike() {
+    for (name, h) in pinned_handlers() {
+        let json = h.export_state_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(
+            !text.contains("\"stale\"") && !text.contains("\"ticket\":null"),
+            "{name}: {text}"
+        );
+        let mut old: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        fn spell_out(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if m.contains_key("cooldown_ms") {
+                        for k in ["timeout_ms", "ticket", "not_before"] {
+                            m.entry(k).or_insert(serde_json::Value::Null);
+                        }
+                    }
+                    m.values_mut().for_each(spell_out);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(spell_out),
+                _ => {}
+            }
+        }
+        spell_out(&mut old);
+        let old = serde_json::to_vec(&old).unwrap();
+        assert!(old.len() > json.len());
+        let back = Handler::import_state(&old).unwrap();
+        assert!(back.export_state_json() == json, "{name}");
+    }
+}
