@@ -11,29 +11,31 @@ use crate::config::CitusConfig;
 use crate::conninfo::parse_conn_url;
 use crate::dcs::{leader_of, ClusterView, GroupView, Member, MemberRef};
 use crate::error::InvalidInput;
-use crate::event::{parse_event, EventKind, WorkerEvent, DEFAULT_COOLDOWN_MS};
+use crate::event::{parse_event, EventKind, WorkerEvent};
 use crate::group::{Group, Node};
 use crate::node::{Address, GroupId, PgDistRow, Role, COORDINATOR_GROUP};
 use crate::packed_view::{self, PackedView};
 use crate::statement::{Statement, StatementError, StatementResult};
-use crate::task_queue::{Task, TaskQueue, Ticket};
+use crate::task_queue::{Caller, Origin, Task, TaskQueue, Ticket, Wanted};
+use crate::time::{Duration, Instant};
 use crate::transition::{transition, Change};
 use crate::view_text::{self, TextError, TextView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Milliseconds on the host's clock.
-pub type Instant = u64;
-
 /// How long Citus needs to sync metadata after a committed update before it accepts add/remove.
-pub const METADATA_SYNC_WAIT_MS: u64 = 1_000;
+pub const METADATA_SYNC_WAIT: Duration = Duration::from_millis(1_000);
 /// How soon to try again after the metadata could not be loaded.
-pub const RELOAD_RETRY_MS: u64 = 1_000;
+pub const RELOAD_RETRY: Duration = Duration::from_millis(1_000);
 /// Statements one batch may pipeline across independent plans: enough that draining many
 /// groups costs few host calls, few enough that one call's text stays small.
 pub const BATCH_STATEMENTS: usize = 256;
 
 pub use crate::state::STATE_FORMAT;
+
+/// Why the queue holds a task while it is worked on: picking a task leaves it queued, and
+/// only finishing or failing it (or a demote, which drops the work too) removes it.
+const QUEUED_WHILE_WORKED: &str = "the task being worked on is still queued";
 
 mod transfer;
 
@@ -125,8 +127,8 @@ pub struct Handler {
     connect_url: String,
     /// Set by the first heartbeat: events before it are discarded.
     ready: bool,
-    /// pg_dist_node as last loaded or written, by group.
-    cache: BTreeMap<GroupId, Task>,
+    /// pg_dist_node as last loaded or committed: each group's topology.
+    cache: BTreeMap<GroupId, Group>,
     queue: TaskQueue,
     /// The task whose transaction is open (holding the pause), with its deadline.
     in_flight: Option<Task>,
@@ -215,18 +217,6 @@ impl ViewMemo {
     }
 }
 
-/// What asked for a task: a heartbeat (the DCS as it stands now), or a worker's event, which
-/// brings how long its transaction may stay open and the cooldown its forced update asks for.
-#[derive(Clone, Copy, Debug)]
-enum Origin {
-    Heartbeat,
-    Event {
-        kind: EventKind,
-        timeout_ms: u64,
-        cooldown_ms: i32,
-    },
-}
-
 impl Handler {
     pub fn new(
         config: CitusConfig,
@@ -285,7 +275,8 @@ impl Handler {
 
     /// The heartbeat: queue a task for the coordinator group and for every worker group whose
     /// leader is a running primary, so pg_dist_node follows the DCS even without events.
-    pub fn handle_heartbeat(&mut self, now: Instant, view: &ClusterView) {
+    pub fn handle_heartbeat(&mut self, now: u64, view: &ClusterView) {
+        let now = Instant::from_millis(now);
         if !self.config.is_coordinator() {
             return;
         }
@@ -317,9 +308,10 @@ impl Handler {
     /// refused before anything changes.
     pub fn handle_heartbeat_packed(
         &mut self,
-        now: Instant,
+        now: u64,
         view: PackedView<'_>,
     ) -> Result<(), InvalidInput> {
+        let now = Instant::from_millis(now);
         if !self.config.is_coordinator() {
             packed_view::Groups::new(view.bytes)?.try_for_each(|e| e.map(|_| ()))?;
             return Ok(());
@@ -332,13 +324,14 @@ impl Handler {
     /// The heartbeat with the view as text (contract 0.4.0), with the same skipping as
     /// [`Handler::handle_heartbeat_packed`]. A view with an escaped value (a tab, newline or
     /// backslash inside a name or URL) cannot be read in place and is read in full instead.
-    pub fn handle_heartbeat_text(&mut self, now: Instant, text: &str) -> Result<(), InvalidInput> {
+    pub fn handle_heartbeat_text(&mut self, now: u64, text: &str) -> Result<(), InvalidInput> {
         let view = TextView::parse(text)?;
         if !self.config.is_coordinator() {
             view.groups().try_for_each(|e| e.map(|_| ()))?;
             return Ok(());
         }
-        match self.heartbeat_in_place(now, view.seq, view.base, text.len(), view.groups()) {
+        let at = Instant::from_millis(now);
+        match self.heartbeat_in_place(at, view.seq, view.base, text.len(), view.groups()) {
             Ok(()) => Ok(()),
             Err(TextError::Escaped) => {
                 let owned = view_text::owned_view(text)?;
@@ -414,11 +407,7 @@ impl Handler {
         let mut reads = reads.into_iter();
         for (i, &(g, read)) in order.iter().enumerate() {
             match (read, i) {
-                (false, _) => {
-                    // What the plain heartbeat leaves behind for a group matching its cache.
-                    self.next_task_id += 1;
-                    matched.push(g);
-                }
+                (false, _) => matched.push(g),
                 (true, 0) => {
                     let (_, from, to) = reads.next().expect("read in pass 1");
                     self.heartbeat_coordinator(now, &members[from..to]);
@@ -442,14 +431,8 @@ impl Handler {
         let name = self.name.clone();
         match self.primary_from_url(&url, EventKind::AfterPromote) {
             Some(primary) => {
-                let task = self.build_task(
-                    COORDINATOR_GROUP,
-                    primary,
-                    members,
-                    &name,
-                    Origin::Heartbeat,
-                );
-                self.add_task(task, now);
+                let group = self.desired_group(COORDINATOR_GROUP, primary, members, &name);
+                self.add_task(Wanted::from_heartbeat(group), now);
             }
             None => self.report(format!("coordinator {name}: no usable address in {url:?}")),
         }
@@ -471,16 +454,14 @@ impl Handler {
             return false;
         }
         if self.heartbeat_matches_cache(groupid, members, leader) {
-            // What building the task and dropping it in `add_task` would have left behind.
-            self.next_task_id += 1;
             return true;
         }
         let Some(primary) = self.primary_from_member(groupid, leader, EventKind::AfterPromote)
         else {
             return false;
         };
-        let task = self.build_task(groupid, primary, members, leader.name, Origin::Heartbeat);
-        self.add_task(task, now);
+        let group = self.desired_group(groupid, primary, members, leader.name);
+        self.add_task(Wanted::from_heartbeat(group), now);
         false
     }
 
@@ -489,7 +470,7 @@ impl Handler {
     /// the sender leads its group.
     pub fn handle_event(
         &mut self,
-        now: Instant,
+        now: u64,
         view: &ClusterView,
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
@@ -502,13 +483,13 @@ impl Handler {
             }
             None => None,
         };
-        Ok(self.act_on_event(now, ev, group))
+        Ok(self.act_on_event(Instant::from_millis(now), ev, group))
     }
 
     /// [`Handler::handle_event`] with the view packed; only the event's group is read.
     pub fn handle_event_packed(
         &mut self,
-        now: Instant,
+        now: u64,
         view: PackedView<'_>,
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
@@ -519,13 +500,14 @@ impl Handler {
             Ok(i) if ev.group != COORDINATOR_GROUP => Some(entries[i].decode(&mut members)?),
             _ => None,
         };
+        let now = Instant::from_millis(now);
         Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
     }
 
     /// [`Handler::handle_event`] with the view as text; only the event's group is read.
     pub fn handle_event_text(
         &mut self,
-        now: Instant,
+        now: u64,
         text: &str,
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
@@ -548,6 +530,7 @@ impl Handler {
             }
             Some(Err(e)) => return Err(e.into()),
         };
+        let now = Instant::from_millis(now);
         Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
     }
 
@@ -593,24 +576,21 @@ impl Handler {
         let Some(primary) = self.primary_from_member(ev.group, leader, ev.kind) else {
             return self.discard(format!("group {}: leader has no usable address", ev.group));
         };
-        let mut task = self.build_task(
-            ev.group,
-            primary,
-            members,
-            &ev.leader,
-            Origin::Event {
-                kind: ev.kind,
-                timeout_ms: ev.timeout_ms,
-                cooldown_ms: ev.cooldown_ms,
-            },
-        );
+        let group = self.desired_group(ev.group, primary, members, &ev.leader);
         let ticket = self.next_ticket;
-        task.ticket = Some(ticket);
-        if !crate::compat::REFERENCE_PORT {
-            // The pause is for the caller, who waits `timeout` from now and then goes on.
-            task.deadline = now.saturating_add(ev.timeout_ms);
-        }
-        if self.add_task(task, now) {
+        let timeout = Duration::from_millis(ev.timeout_ms);
+        let wanted = Wanted {
+            group,
+            event: ev.kind,
+            origin: Origin::Event(Caller {
+                ticket: Some(ticket),
+                timeout,
+                // The pause is for the caller, who waits `timeout` from now and then goes on.
+                deadline: (!crate::compat::REFERENCE_PORT).then(|| now + timeout),
+            }),
+            cooldown_ms: ev.cooldown_ms,
+        };
+        if self.add_task(wanted, now) {
             self.next_ticket += 1;
             self.log(
                 Level::Info,
@@ -640,10 +620,10 @@ impl Handler {
         self.cache.clear();
         self.view_memo.forget_all();
         for t in self.queue.clear() {
-            self.complete(t.ticket);
+            self.complete(t.ticket());
         }
         if let Some(w) = self.work.take() {
-            self.complete(w.task.ticket);
+            self.complete(w.task.ticket());
         }
         self.pipelined.clear();
         self.in_flight = None;
@@ -658,7 +638,8 @@ impl Handler {
     // ----- outputs --------------------------------------------------------------------
 
     /// The next statement to run, or None when this turn is over.
-    pub fn poll_statement(&mut self, now: Instant) -> Option<Statement> {
+    pub fn poll_statement(&mut self, now: u64) -> Option<Statement> {
+        let now = Instant::from_millis(now);
         if self.awaiting.is_some() {
             self.log(
                 Level::Error,
@@ -691,7 +672,7 @@ impl Handler {
                     }
                     self.phase = Phase::Processing;
                     if let Some(f) = &self.in_flight {
-                        let expired = now >= f.deadline
+                        let expired = f.deadline().is_none_or(|d| now >= d)
                             && (!crate::compat::REFERENCE_PORT || !self.queue.is_empty());
                         if self.schedule_load || expired {
                             let why = if expired {
@@ -734,7 +715,8 @@ impl Handler {
     }
 
     /// The result of the statement returned by the last `poll_statement`.
-    pub fn handle_result(&mut self, now: Instant, result: StatementResult) {
+    pub fn handle_result(&mut self, now: u64, result: StatementResult) {
+        let now = Instant::from_millis(now);
         let Some(awaiting) = self.awaiting.take() else {
             // A result for a statement that demote already abandoned.
             return;
@@ -752,7 +734,7 @@ impl Handler {
                 }
                 _ => {
                     self.lose_session();
-                    self.reload_not_before = Some(now + RELOAD_RETRY_MS);
+                    self.reload_not_before = Some(now + RELOAD_RETRY);
                     self.phase = Phase::Ending;
                 }
             },
@@ -783,10 +765,11 @@ impl Handler {
     /// leaves exactly what a batch ending there would have): independent groups' transactions
     /// in one batch, at most [`BATCH_STATEMENTS`] statements unless one plan alone is longer.
     /// Empty when the turn is over.
-    pub fn poll_statements(&mut self, now: Instant) -> Vec<Statement> {
+    pub fn poll_statements(&mut self, now: u64) -> Vec<Statement> {
         let Some(first) = self.poll_statement(now) else {
             return Vec::new();
         };
+        let now = Instant::from_millis(now);
         let mut out = vec![first];
         if let (Some(Awaiting::Step(_)), Some(work)) = (&self.awaiting, &self.work) {
             out.extend(work.steps.iter().map(|s| step_statement(s, &work.task)));
@@ -841,7 +824,7 @@ impl Handler {
         };
         let task = self.queue.get(g).expect("listed");
         let dropped = task.expires_at().is_some_and(|at| now >= at)
-            || self.cache.get(&g).is_some_and(|c| task.same_as(c));
+            || self.cache.get(&g).is_some_and(|c| task.is_committed(c));
         if dropped {
             return None;
         }
@@ -854,7 +837,7 @@ impl Handler {
     /// those up to and including the first that failed. Statements of the batch without a
     /// result are issued again by the next poll (a pipelined plan without a result is planned
     /// again).
-    pub fn handle_results(&mut self, now: Instant, results: Vec<StatementResult>) {
+    pub fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) {
         let ahead = std::mem::take(&mut self.batch_ahead);
         let mut pipelined = std::mem::take(&mut self.pipelined);
         let mut results = results.into_iter();
@@ -894,15 +877,19 @@ impl Handler {
 
     /// When the host must run a turn even without new input: an open transaction's deadline,
     /// a retry Citus asked for, or a reload that failed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.in_flight.as_ref().map(|t| t.deadline);
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let deadline = self.in_flight.as_ref().and_then(Task::deadline);
         let retry = self.queue.tasks().filter_map(|t| t.not_before).min();
         let reload = if self.schedule_load {
             self.reload_not_before
         } else {
             None
         };
-        [deadline, retry, reload].into_iter().flatten().min()
+        [deadline, retry, reload]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Instant::as_millis)
     }
 
     /// Tickets whose tasks were processed (or dropped) since the last call.
@@ -925,8 +912,11 @@ impl Handler {
         self.in_flight.as_ref().map(Task::groupid)
     }
     /// When the open transaction (if any) is rolled back at the latest.
-    pub fn in_flight_deadline(&self) -> Option<Instant> {
-        self.in_flight.as_ref().map(|t| t.deadline)
+    pub fn in_flight_deadline(&self) -> Option<u64> {
+        self.in_flight
+            .as_ref()
+            .and_then(Task::deadline)
+            .map(Instant::as_millis)
     }
     /// Whether a statement result is awaited (the host must not swap policies then).
     pub fn is_busy(&self) -> bool {
@@ -937,7 +927,7 @@ impl Handler {
         let mut v: Vec<(GroupId, Node)> = self
             .cache
             .iter()
-            .flat_map(|(g, t)| t.group.nodes().iter().map(move |n| (*g, n.clone())))
+            .flat_map(|(g, group)| group.nodes().iter().map(move |n| (*g, n.clone())))
             .collect();
         v.sort_by_key(|(_, n)| n.nodeid);
         v
@@ -1023,10 +1013,7 @@ impl Handler {
         {
             return false;
         }
-        if cached.event != EventKind::AfterPromote {
-            return false;
-        }
-        let nodes = cached.group.nodes();
+        let nodes = cached.nodes();
         let (Some(url), None) = (leader.conn_url, leader.conn_kwargs) else {
             return false;
         };
@@ -1072,22 +1059,13 @@ impl Handler {
 
     /// The desired topology: the primary plus every running, reachable member that is not the
     /// leader and not tagged noloadbalance.
-    fn build_task(
+    fn desired_group(
         &mut self,
         groupid: GroupId,
         primary: Node,
         members: &[MemberRef<'_>],
         leader_name: &str,
-        origin: Origin,
-    ) -> Task {
-        let (event, timeout_ms, cooldown_ms) = match origin {
-            Origin::Heartbeat => (EventKind::AfterPromote, None, DEFAULT_COOLDOWN_MS),
-            Origin::Event {
-                kind,
-                timeout_ms,
-                cooldown_ms,
-            } => (kind, Some(timeout_ms), cooldown_ms),
-        };
+    ) -> Group {
         let mut group = Group::new(groupid);
         group.insert(primary);
         for m in members {
@@ -1101,26 +1079,15 @@ impl Handler {
                 Err(e) => self.report(format!("group {groupid}: member {} skipped: {e}", m.name)),
             }
         }
-        let id = self.next_task_id;
-        self.next_task_id += 1;
-        Task {
-            id,
-            group,
-            event,
-            timeout_ms,
-            cooldown_ms,
-            deadline: 0,
-            ticket: None,
-            not_before: None,
-        }
+        group
     }
 
-    /// The reference's queueing rules; true when the task was queued.
-    fn add_task(&mut self, task: Task, now: Instant) -> bool {
-        let g = task.groupid();
+    /// The reference's queueing rules; true when the task was queued (under a new id).
+    fn add_task(&mut self, wanted: Wanted, now: Instant) -> bool {
+        let g = wanted.group.groupid;
         let in_flight_same_group = self.in_flight.as_ref().is_some_and(|f| f.groupid() == g);
         let queued = self.queue.get(g);
-        if !task.from_event() {
+        if wanted.origin == Origin::Heartbeat {
             // A heartbeat never overrides a task from a worker event ...
             if queued.is_some_and(Task::from_event) {
                 return false;
@@ -1128,29 +1095,34 @@ impl Handler {
             // ... nor disturbs a switchover in progress before its deadline (the DCS may not
             // show the new roles yet).
             if let Some(f) = &self.in_flight {
-                if f.groupid() == g && f.from_event() && f.deadline > now {
+                if f.groupid() == g && f.deadline().is_some_and(|d| d > now) {
                     return false;
                 }
             }
         }
         if let Some(queued) = queued {
-            if queued.same_as(&task) {
+            if wanted.same_as(queued) {
                 return false;
             }
+            let task = wanted.queued(self.task_id());
             if let Some(old) = self.queue.replace(task) {
-                self.complete(old.ticket);
+                self.complete(old.ticket());
             }
             return true;
         }
-        let differs = match self.cache.get(&g) {
-            Some(c) => !task.same_as(c),
-            None => true,
-        };
+        let differs = self.cache.get(&g).is_none_or(|c| !wanted.is_committed(c));
         if self.schedule_load || differs || in_flight_same_group {
+            let task = wanted.queued(self.task_id());
             self.queue.push(task);
             return true;
         }
         false
+    }
+
+    fn task_id(&mut self) -> u64 {
+        let id = self.next_task_id;
+        self.next_task_id += 1;
+        id
     }
 
     /// The in-flight group's task first; else the coordinator's; else the oldest. Tasks that
@@ -1173,20 +1145,22 @@ impl Handler {
             if task.expires_at().is_some_and(|at| now >= at) {
                 let t = self.queue.remove(g).expect("listed");
                 self.metrics.expired_events += 1;
+                let late = t
+                    .expires_at()
+                    .map_or(Duration::from_millis(0), |at| now.saturating_since(at));
                 self.log(
                     Level::Warn,
                     format!(
-                        "dropping the {} task of group {g}: its caller stopped waiting {} ms ago, before it could start",
+                        "dropping the {} task of group {g}: its caller stopped waiting {late} ago, before it could start",
                         t.event.as_str(),
-                        now - t.deadline
                     ),
                 );
-                self.complete(t.ticket);
+                self.complete(t.ticket());
                 continue;
             }
-            if self.cache.get(&g).is_some_and(|c| task.same_as(c)) {
+            if self.cache.get(&g).is_some_and(|c| task.is_committed(c)) {
                 let t = self.queue.remove(g).expect("listed");
-                self.complete(t.ticket);
+                self.complete(t.ticket());
                 continue;
             }
             return Some(task.clone());
@@ -1208,7 +1182,7 @@ impl Handler {
         // cache still says what is committed if this transaction is rolled back later.
         let mut old: Group = match (in_flight, self.cache.get(&g)) {
             (Some(f), _) => f.group.clone(),
-            (None, Some(c)) => c.group.clone(),
+            (None, Some(c)) => c.clone(),
             (None, None) => Group::new(g),
         };
         let txn_has_update = txn.open && txn.has_update;
@@ -1216,10 +1190,9 @@ impl Handler {
         let mut steps: VecDeque<Step> = VecDeque::new();
         let standalone_txn = !in_txn && plan.steps > 1;
         if task.event.opens_transaction() {
-            if let Some(t) = task.timeout_ms {
-                if task.deadline == 0 {
-                    task.deadline = now + t;
-                }
+            if let Origin::Event(caller) = &mut task.origin {
+                // A deadline not known on arrival (the reference's rule) starts now.
+                caller.deadline.get_or_insert(now + caller.timeout);
             }
             if !in_txn {
                 steps.push_back(Step::Begin);
@@ -1281,7 +1254,7 @@ impl Handler {
             self.metrics.sync_retries += 1;
             if let Some(t) = self.queue.get_mut(g) {
                 if t.id == work.task.id {
-                    t.not_before = Some(now + METADATA_SYNC_WAIT_MS);
+                    t.not_before = Some(now + METADATA_SYNC_WAIT);
                 }
             }
             if had_in_flight {
@@ -1289,45 +1262,37 @@ impl Handler {
             }
             self.log(
                 Level::Info,
-                format!(
-                    "group {g}: Citus is syncing metadata; retrying in {METADATA_SYNC_WAIT_MS} ms"
-                ),
+                format!("group {g}: Citus is syncing metadata; retrying in {METADATA_SYNC_WAIT}"),
             );
             return;
         }
         self.schedule_reload();
-        if !self.queue.is_empty() && self.queue.get(g).is_some_and(|t| t.id == work.task.id) {
+        // The reference guards this with "the queue is not empty", which cannot be false.
+        debug_assert!(!self.queue.is_empty(), "{QUEUED_WHILE_WORKED}");
+        if self.queue.get(g).is_some_and(|t| t.id == work.task.id) {
             self.queue.remove(g);
         }
-        self.complete(work.task.ticket);
+        self.complete(work.task.ticket());
     }
 
     fn finish_work(&mut self) {
         let Some(work) = self.work.take() else { return };
         let mut task = work.task;
-        let g = task.groupid();
-        let commits = !task.event.opens_transaction();
-        if commits {
-            task.group.failover = false;
-            task.not_before = None;
-        }
-        if !self.queue.is_empty() {
-            let ticket = task.ticket;
-            let id = task.id;
-            if commits {
-                self.view_memo.forget_group(g);
-                self.cache.insert(g, task);
-                self.in_flight = None;
-            } else {
-                self.in_flight = Some(task);
-            }
-            if self.queue.get(g).is_some_and(|t| t.id == id) {
-                self.queue.remove(g);
-            }
-            self.complete(ticket);
+        let (g, id, ticket) = (task.groupid(), task.id, task.ticket());
+        // The reference guards this with "the queue is not empty", which cannot be false.
+        debug_assert!(!self.queue.is_empty(), "{QUEUED_WHILE_WORKED}");
+        if task.event.opens_transaction() {
+            self.in_flight = Some(task);
         } else {
-            self.complete(task.ticket);
+            task.group.failover = false;
+            self.view_memo.forget_group(g);
+            self.cache.insert(g, task.group);
+            self.in_flight = None;
         }
+        if self.queue.get(g).is_some_and(|t| t.id == id) {
+            self.queue.remove(g);
+        }
+        self.complete(ticket);
     }
 
     fn lose_session(&mut self) {
@@ -1347,17 +1312,8 @@ impl Handler {
         self.cache = by_group
             .into_iter()
             .map(|(g, rows)| {
-                let task = Task {
-                    id: 0,
-                    group: Group::from_rows_with(g, rows, |h, p| taken.contains(&(h, p))),
-                    event: EventKind::AfterPromote,
-                    timeout_ms: None,
-                    cooldown_ms: DEFAULT_COOLDOWN_MS,
-                    deadline: 0,
-                    ticket: None,
-                    not_before: None,
-                };
-                (g, task)
+                let group = Group::from_rows_with(g, rows, |h, p| taken.contains(&(h, p)));
+                (g, group)
             })
             .collect();
     }

@@ -1,52 +1,124 @@
 //! Pending work: at most one task per group, kept in arrival order.
 
-use crate::event::EventKind;
+use crate::event::{EventKind, DEFAULT_COOLDOWN_MS};
 use crate::group::Group;
 use crate::node::GroupId;
+use crate::time::{Duration, Instant};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A host-visible handle for a worker event whose task someone waits for.
 pub type Ticket = u64;
 
-/// The desired state of one group and why it is wanted.
+/// A task's identity, given when it is queued: a task replaced while being processed must
+/// not be popped afterwards.
+pub type TaskId = u64;
+
+/// Who asked for a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The heartbeat: make pg_dist_node match the DCS as it stands. Nobody waits for it.
+    Heartbeat,
+    /// A worker's event, whose caller waits (with its ticket) at most `timeout`.
+    Event(Caller),
+}
+
+/// The caller of a worker event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// What the host completes when the task is done or dropped. Every event task has one;
+    /// the `Option` keeps a state whose task has none (never written by a released build)
+    /// importable as it is.
+    pub ticket: Option<Ticket>,
+    /// How long its pause (the open transaction) may last.
+    pub timeout: Duration,
+    /// When the pause must end: on arrival, arrival + timeout, the moment the caller stops
+    /// waiting (a task still queued then is dropped, never started). `None` until then under
+    /// the reference's rules (and in a state from a build that set it only on start): then
+    /// it is start + timeout.
+    pub deadline: Option<Instant>,
+}
+
+/// What a heartbeat or an event wants for a group, before the queue takes it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Task {
-    /// Identity: a task replaced while being processed must not be popped afterwards.
-    pub id: u64,
+pub struct Wanted {
     pub group: Group,
     pub event: EventKind,
-    /// Set for tasks from worker events: how long their transaction may stay open (ms).
-    pub timeout_ms: Option<u64>,
+    pub origin: Origin,
+    /// What Citus waits before terminating sessions that block a forced update (ms).
     pub cooldown_ms: i32,
-    /// When the task's pause must end (ms, host clock). A task from an event gets it on
-    /// arrival: arrival + timeout, the moment its caller stops waiting; a task still queued
-    /// then is dropped, never started. 0 on a queued task means it arrived under a build
-    /// that set deadlines only on start (its state imports unchanged): it gets start +
-    /// timeout, as it would have there. Heartbeat tasks never open a pause.
-    pub deadline: u64,
-    pub ticket: Option<Ticket>,
+}
+
+impl Wanted {
+    /// What the heartbeat wants for a group: its topology as the DCS shows it, committed.
+    pub fn from_heartbeat(group: Group) -> Self {
+        Wanted {
+            group,
+            event: EventKind::AfterPromote,
+            origin: Origin::Heartbeat,
+            cooldown_ms: DEFAULT_COOLDOWN_MS,
+        }
+    }
+    /// The reference's task equality: same event and same topology.
+    pub fn same_as(&self, queued: &Task) -> bool {
+        self.event == queued.event && self.group.same_topology(&queued.group)
+    }
+    /// Whether this is what the cache already holds for the group (a committed topology is
+    /// what a heartbeat's `after_promote` wants).
+    pub fn is_committed(&self, cached: &Group) -> bool {
+        self.event == EventKind::AfterPromote && self.group.same_topology(cached)
+    }
+    pub fn queued(self, id: TaskId) -> Task {
+        Task {
+            id,
+            group: self.group,
+            event: self.event,
+            origin: self.origin,
+            cooldown_ms: self.cooldown_ms,
+            not_before: None,
+        }
+    }
+}
+
+/// The desired state of one group and why it is wanted, as queued.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub id: TaskId,
+    pub group: Group,
+    pub event: EventKind,
+    pub origin: Origin,
+    pub cooldown_ms: i32,
     /// Not to be picked before this time (Citus asked to wait for metadata sync).
-    pub not_before: Option<u64>,
+    pub not_before: Option<Instant>,
 }
 
 impl Task {
     pub fn groupid(&self) -> GroupId {
         self.group.groupid
     }
-    /// The reference's task equality: same event and same topology.
-    pub fn same_as(&self, other: &Task) -> bool {
-        self.event == other.event && self.group.same_topology(&other.group)
+    /// See [`Wanted::is_committed`].
+    pub fn is_committed(&self, cached: &Group) -> bool {
+        self.event == EventKind::AfterPromote && self.group.same_topology(cached)
+    }
+    pub fn caller(&self) -> Option<&Caller> {
+        match &self.origin {
+            Origin::Event(c) => Some(c),
+            Origin::Heartbeat => None,
+        }
+    }
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.caller().and_then(|c| c.ticket)
+    }
+    pub fn deadline(&self) -> Option<Instant> {
+        self.caller().and_then(|c| c.deadline)
     }
     /// For a queued task that would open a pause: the moment its caller stopped waiting, if
     /// known. Past it the pause serves nobody. (A promotion's task still applies late: the
     /// worker has promoted, and its row must follow.)
-    pub fn expires_at(&self) -> Option<u64> {
-        (self.from_event() && self.event.opens_transaction() && self.deadline != 0)
-            .then_some(self.deadline)
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.deadline().filter(|_| self.event.opens_transaction())
     }
-    /// Tasks from the heartbeat carry no timeout.
     pub fn from_event(&self) -> bool {
-        self.timeout_ms.is_some()
+        matches!(self.origin, Origin::Event(_))
     }
 }
 
@@ -165,16 +237,13 @@ mod tests {
     use super::*;
 
     fn task(id: u64, g: GroupId) -> Task {
-        Task {
-            id,
+        Wanted {
             group: Group::new(g),
             event: EventKind::AfterPromote,
-            timeout_ms: None,
+            origin: Origin::Heartbeat,
             cooldown_ms: 10_000,
-            deadline: 0,
-            ticket: None,
-            not_before: None,
         }
+        .queued(id)
     }
 
     #[test]

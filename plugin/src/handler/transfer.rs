@@ -4,6 +4,7 @@
 
 use super::{Awaiting, Handler, Metrics, Phase, Step, Txn, ViewMemo, Work};
 use crate::state::v2;
+use crate::time::Instant;
 use std::collections::{BTreeSet, VecDeque};
 
 impl Handler {
@@ -18,7 +19,7 @@ impl Handler {
             queue: v2::QueueRef(&self.queue),
             in_flight: self.in_flight.as_ref().map(v2::TaskRef::from),
             schedule_load: self.schedule_load,
-            reload_not_before: self.reload_not_before,
+            reload_not_before: self.reload_not_before.map(Instant::as_millis),
             txn: v2::Txn {
                 open: self.txn.open,
                 has_update: self.txn.has_update,
@@ -72,7 +73,7 @@ impl From<v2::Handler> for Handler {
             queue: h.queue.into(),
             in_flight: h.in_flight.map(Into::into),
             schedule_load: h.schedule_load,
-            reload_not_before: h.reload_not_before,
+            reload_not_before: h.reload_not_before.map(Instant::from_millis),
             txn: Txn {
                 open: h.txn.open,
                 has_update: h.txn.has_update,

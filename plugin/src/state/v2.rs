@@ -14,6 +14,7 @@ use crate::event;
 use crate::group;
 use crate::node;
 use crate::task_queue::{self, Ticket};
+use crate::time::{Duration, Instant};
 use crate::transition;
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
@@ -111,13 +112,16 @@ impl<'a> From<&'a CitusConfig> for ConfigRef<'a> {
     }
 }
 
-/// pg_dist_node as cached, by group: each group written as the task that would produce it.
+/// pg_dist_node as cached, by group: each group's committed topology, written as the task
+/// a load of the metadata stands for (the shape the cache had when it held tasks).
 #[derive(Clone, Copy)]
-pub struct CacheRef<'a>(pub &'a BTreeMap<node::GroupId, task_queue::Task>);
+pub struct CacheRef<'a>(pub &'a BTreeMap<node::GroupId, group::Group>);
 
 impl<'a> CacheRef<'a> {
     pub fn entries(self) -> impl ExactSizeIterator<Item = (node::GroupId, TaskRef<'a>)> {
-        self.0.iter().map(|(&g, t)| (g, TaskRef::from(t)))
+        self.0
+            .iter()
+            .map(|(&g, group)| (g, TaskRef::committed(group)))
     }
 }
 
@@ -186,17 +190,37 @@ pub struct TaskRef<'a> {
     pub not_before: Option<u64>,
 }
 
+impl<'a> TaskRef<'a> {
+    /// A cached group: id 0, `after_promote`, nothing waiting and no deadline (0).
+    pub fn committed(group: &'a group::Group) -> Self {
+        TaskRef {
+            id: 0,
+            group: group.into(),
+            event: EventKind::AfterPromote,
+            timeout_ms: None,
+            cooldown_ms: event::DEFAULT_COOLDOWN_MS,
+            deadline: 0,
+            ticket: None,
+            not_before: None,
+        }
+    }
+}
+
+/// A task from an event has a timeout and a ticket; a deadline not known yet is 0.
 impl<'a> From<&'a task_queue::Task> for TaskRef<'a> {
     fn from(t: &'a task_queue::Task) -> Self {
+        let caller = t.caller();
         TaskRef {
             id: t.id,
             group: (&t.group).into(),
             event: t.event.into(),
-            timeout_ms: t.timeout_ms,
+            timeout_ms: caller.map(|c| c.timeout.as_millis()),
             cooldown_ms: t.cooldown_ms,
-            deadline: t.deadline,
-            ticket: t.ticket,
-            not_before: t.not_before,
+            deadline: caller
+                .and_then(|c| c.deadline)
+                .map_or(0, Instant::as_millis),
+            ticket: caller.and_then(|c| c.ticket),
+            not_before: t.not_before.map(Instant::as_millis),
         }
     }
 }
@@ -333,7 +357,7 @@ pub struct Handler {
     pub name: String,
     pub connect_url: String,
     pub ready: bool,
-    pub cache: MapInto<node::GroupId, Task, task_queue::Task>,
+    pub cache: MapInto<node::GroupId, Task, group::Group>,
     pub queue: TaskQueue,
     pub in_flight: Option<Task>,
     pub schedule_load: bool,
@@ -380,18 +404,33 @@ pub struct Task {
     pub not_before: Option<u64>,
 }
 
+/// A task with a timeout came from an event; a deadline of 0 is one not known yet.
 impl From<Task> for task_queue::Task {
     fn from(t: Task) -> Self {
+        let origin = match t.timeout_ms {
+            Some(timeout) => task_queue::Origin::Event(task_queue::Caller {
+                ticket: t.ticket,
+                timeout: Duration::from_millis(timeout),
+                deadline: (t.deadline != 0).then_some(Instant::from_millis(t.deadline)),
+            }),
+            None => task_queue::Origin::Heartbeat,
+        };
         task_queue::Task {
             id: t.id,
             group: t.group.into(),
             event: t.event.into(),
-            timeout_ms: t.timeout_ms,
+            origin,
             cooldown_ms: t.cooldown_ms,
-            deadline: t.deadline,
-            ticket: t.ticket,
-            not_before: t.not_before,
+            not_before: t.not_before.map(Instant::from_millis),
         }
+    }
+}
+
+/// A cache entry: the group is what it holds (every build wrote the rest as a load would,
+/// or from the `after_promote` task that committed it, which nothing reads).
+impl From<Task> for group::Group {
+    fn from(t: Task) -> Self {
+        t.group.into()
     }
 }
 
