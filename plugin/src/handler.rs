@@ -109,12 +109,71 @@ enum Awaiting {
     Step(Step),
 }
 
-/// The open transaction on the metadata session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Txn {
-    open: bool,
-    /// A row changed in it: Citus now refuses add/remove until it ends.
-    has_update: bool,
+/// The metadata session's transaction, and the pause it may hold. A pause only exists inside
+/// an open transaction, so the task holding it lives here.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum Txn {
+    /// None open: statements autocommit.
+    #[default]
+    Closed,
+    /// BEGIN has run for the plan being worked on. `has_update`: a row changed in it, so
+    /// Citus refuses add/remove until it ends.
+    Open { has_update: bool },
+    /// A worker event's task left the transaction open: writes to its group are paused until
+    /// a later task commits, or the deadline passes and it is rolled back.
+    Paused { task: Task, has_update: bool },
+}
+
+impl Txn {
+    /// The task holding the pause.
+    fn paused(&self) -> Option<&Task> {
+        match self {
+            Txn::Paused { task, .. } => Some(task),
+            _ => None,
+        }
+    }
+    fn paused_group(&self) -> Option<GroupId> {
+        self.paused().map(Task::groupid)
+    }
+    fn has_update(&self) -> bool {
+        match self {
+            Txn::Closed => false,
+            Txn::Open { has_update } | Txn::Paused { has_update, .. } => *has_update,
+        }
+    }
+    /// An update ran: inside a transaction, add/remove must now wait for its end.
+    fn mark_update(&mut self) {
+        if let Txn::Open { has_update } | Txn::Paused { has_update, .. } = self {
+            *has_update = true;
+        }
+    }
+    /// `task`'s plan ran and leaves the transaction open: it holds the pause now (replacing
+    /// the task that held it, whose group it is).
+    fn hold(&mut self, task: Task) {
+        let has_update = self.has_update();
+        *self = Txn::Paused { task, has_update };
+    }
+    /// The pausing task's group committed.
+    fn release(&mut self) {
+        if let Txn::Paused { has_update, .. } = *self {
+            *self = Txn::Open { has_update };
+        }
+    }
+}
+
+/// Whether the cache must be read again before the next decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reload {
+    /// The cache is what pg_dist_node holds, as far as this session knows.
+    Current,
+    /// Requested, or the session was lost; after a failed load, not before `not_before`.
+    Due { not_before: Option<Instant> },
+}
+
+impl Reload {
+    fn is_due(self) -> bool {
+        matches!(self, Reload::Due { .. })
+    }
 }
 
 /// The state machine. Everything in it but the caches of this instance (logs, reports, the
@@ -130,10 +189,7 @@ pub struct Handler {
     /// pg_dist_node as last loaded or committed: each group's topology.
     cache: BTreeMap<GroupId, Group>,
     queue: TaskQueue,
-    /// The task whose transaction is open (holding the pause), with its deadline.
-    in_flight: Option<Task>,
-    schedule_load: bool,
-    reload_not_before: Option<Instant>,
+    reload: Reload,
     txn: Txn,
     phase: Phase,
     work: Option<Work>,
@@ -230,10 +286,8 @@ impl Handler {
             ready: false,
             cache: BTreeMap::new(),
             queue: TaskQueue::default(),
-            in_flight: None,
-            schedule_load: true,
-            reload_not_before: None,
-            txn: Txn::default(),
+            reload: Reload::Due { not_before: None },
+            txn: Txn::Closed,
             phase: Phase::Idle,
             work: None,
             awaiting: None,
@@ -377,8 +431,8 @@ impl Handler {
                     at_settled += 1;
                 }
                 settled.get(at_settled) == Some(&id)
-                    && !self.schedule_load
-                    && self.in_flight.as_ref().is_none_or(|f| f.groupid() != id)
+                    && !self.reload.is_due()
+                    && self.txn.paused_group() != Some(id)
                     && (self.queue.is_empty() || self.queue.get(id).is_none())
             };
             if !skip {
@@ -610,8 +664,7 @@ impl Handler {
     /// The cache must be reloaded before the next decision (an open transaction is rolled back
     /// first, as its view may be stale).
     pub fn schedule_reload(&mut self) {
-        self.schedule_load = true;
-        self.reload_not_before = None;
+        self.reload = Reload::Due { not_before: None };
     }
 
     /// This coordinator is demoted: its session is gone with its transaction. Forget
@@ -626,9 +679,8 @@ impl Handler {
             self.complete(w.task.ticket());
         }
         self.pipelined.clear();
-        self.in_flight = None;
         self.awaiting = None;
-        self.txn = Txn::default();
+        self.txn = Txn::Closed;
         self.phase = Phase::Idle;
         if !crate::compat::REFERENCE_PORT {
             self.schedule_reload();
@@ -671,10 +723,11 @@ impl Handler {
                         return None;
                     }
                     self.phase = Phase::Processing;
-                    if let Some(f) = &self.in_flight {
+                    if let Some(f) = self.txn.paused() {
                         let expired = f.deadline().is_none_or(|d| now >= d)
                             && (!crate::compat::REFERENCE_PORT || !self.queue.is_empty());
-                        if self.schedule_load || expired {
+                        let reload = self.reload.is_due();
+                        if reload || expired {
                             let why = if expired {
                                 "its deadline passed"
                             } else {
@@ -687,15 +740,15 @@ impl Handler {
                             );
                             self.log(Level::Warn, msg);
                             self.awaiting = Some(Awaiting::Rollback {
-                                deadline_passed: expired && !self.schedule_load,
+                                deadline_passed: expired && !reload,
                             });
                             return Some(self.issue(Statement::Rollback));
                         }
                     }
                 }
                 Phase::Processing => {
-                    if self.in_flight.is_none() && self.schedule_load {
-                        if self.reload_not_before.is_some_and(|t| now < t) {
+                    if self.txn.paused().is_none() && self.reload.is_due() {
+                        if matches!(self.reload, Reload::Due { not_before: Some(t) } if now < t) {
                             self.phase = Phase::Idle;
                             return None;
                         }
@@ -729,18 +782,18 @@ impl Handler {
             Awaiting::Load => match result {
                 StatementResult::Metadata(rows) => {
                     self.load_cache(&rows);
-                    self.schedule_load = false;
-                    self.reload_not_before = None;
+                    self.reload = Reload::Current;
                 }
                 _ => {
                     self.lose_session();
-                    self.reload_not_before = Some(now + RELOAD_RETRY);
+                    self.reload = Reload::Due {
+                        not_before: Some(now + RELOAD_RETRY),
+                    };
                     self.phase = Phase::Ending;
                 }
             },
             Awaiting::Rollback { deadline_passed } => {
-                self.in_flight = None;
-                self.txn = Txn::default();
+                self.txn = Txn::Closed;
                 match result {
                     StatementResult::Failed(_) => {
                         self.lose_session();
@@ -804,7 +857,7 @@ impl Handler {
         planned: &VecDeque<Work>,
         resume: &mut usize,
     ) -> Option<Work> {
-        if last.task.event.opens_transaction() || self.schedule_load {
+        if last.task.event.opens_transaction() || self.reload.is_due() {
             return None;
         }
         let current = self.work.as_ref().map(|w| w.task.groupid());
@@ -829,7 +882,7 @@ impl Handler {
             return None;
         }
         // After a committed (or autocommitted) change: no transaction, nothing in flight.
-        let work = self.plan_work(task.clone(), now, None, Txn::default());
+        let work = self.plan_work(task.clone(), now, &Txn::Closed);
         (!work.steps.is_empty()).then_some(work)
     }
 
@@ -878,12 +931,11 @@ impl Handler {
     /// When the host must run a turn even without new input: an open transaction's deadline,
     /// a retry Citus asked for, or a reload that failed.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let deadline = self.in_flight.as_ref().and_then(Task::deadline);
+        let deadline = self.txn.paused().and_then(Task::deadline);
         let retry = self.queue.tasks().filter_map(|t| t.not_before).min();
-        let reload = if self.schedule_load {
-            self.reload_not_before
-        } else {
-            None
+        let reload = match self.reload {
+            Reload::Due { not_before } => not_before,
+            Reload::Current => None,
         };
         [deadline, retry, reload]
             .into_iter()
@@ -909,12 +961,12 @@ impl Handler {
         self.queue.len()
     }
     pub fn in_flight_group(&self) -> Option<GroupId> {
-        self.in_flight.as_ref().map(Task::groupid)
+        self.txn.paused_group()
     }
     /// When the open transaction (if any) is rolled back at the latest.
     pub fn in_flight_deadline(&self) -> Option<u64> {
-        self.in_flight
-            .as_ref()
+        self.txn
+            .paused()
             .and_then(Task::deadline)
             .map(Instant::as_millis)
     }
@@ -1003,14 +1055,13 @@ impl Handler {
         leader: &MemberRef<'v>,
     ) -> bool {
         use crate::conninfo::plain_address;
-        if self.schedule_load {
+        if self.reload.is_due() {
             return false;
         }
         let Some(cached) = self.cache.get(&g) else {
             return false;
         };
-        if self.queue.get(g).is_some() || self.in_flight.as_ref().is_some_and(|f| f.groupid() == g)
-        {
+        if self.queue.get(g).is_some() || self.txn.paused_group() == Some(g) {
             return false;
         }
         let nodes = cached.nodes();
@@ -1085,7 +1136,7 @@ impl Handler {
     /// The reference's queueing rules; true when the task was queued (under a new id).
     fn add_task(&mut self, wanted: Wanted, now: Instant) -> bool {
         let g = wanted.group.groupid;
-        let in_flight_same_group = self.in_flight.as_ref().is_some_and(|f| f.groupid() == g);
+        let in_flight_same_group = self.txn.paused_group() == Some(g);
         let queued = self.queue.get(g);
         if wanted.origin == Origin::Heartbeat {
             // A heartbeat never overrides a task from a worker event ...
@@ -1094,7 +1145,7 @@ impl Handler {
             }
             // ... nor disturbs a switchover in progress before its deadline (the DCS may not
             // show the new roles yet).
-            if let Some(f) = &self.in_flight {
+            if let Some(f) = self.txn.paused() {
                 if f.groupid() == g && f.deadline().is_some_and(|d| d > now) {
                     return false;
                 }
@@ -1111,7 +1162,7 @@ impl Handler {
             return true;
         }
         let differs = self.cache.get(&g).is_none_or(|c| !wanted.is_committed(c));
-        if self.schedule_load || differs || in_flight_same_group {
+        if self.reload.is_due() || differs || in_flight_same_group {
             let task = wanted.queued(self.task_id());
             self.queue.push(task);
             return true;
@@ -1129,7 +1180,7 @@ impl Handler {
     /// match the cache are dropped on the way.
     fn pick_task(&mut self, now: Instant) -> Option<Task> {
         let eligible = |t: &Task| t.not_before.is_none_or(|nb| now >= nb);
-        if let Some(f) = &self.in_flight {
+        if let Some(f) = self.txn.paused() {
             let g = f.groupid();
             return self.queue.get(g).filter(|t| eligible(t)).cloned();
         }
@@ -1169,14 +1220,15 @@ impl Handler {
 
     /// Plans a task: the reference's `process_task` and `update_group`.
     fn start_work(&mut self, task: Task, now: Instant) {
-        let work = self.plan_work(task, now, self.in_flight.as_ref(), self.txn);
+        let work = self.plan_work(task, now, &self.txn);
         self.work = Some(work);
     }
 
-    /// The statements for `task` with `in_flight` holding the open transaction (if any) and
-    /// `txn` the session's transaction; reads nothing else but the cache.
-    fn plan_work(&self, mut task: Task, now: Instant, in_flight: Option<&Task>, txn: Txn) -> Work {
+    /// The statements for `task` with `txn` the session's transaction (and the pause it may
+    /// hold); reads nothing else but the cache.
+    fn plan_work(&self, mut task: Task, now: Instant, txn: &Txn) -> Work {
         let g = task.groupid();
+        let in_flight = txn.paused();
         let in_txn = in_flight.is_some();
         // `transition` adjusts the old topology as it plans; it works on a copy so that the
         // cache still says what is committed if this transaction is rolled back later.
@@ -1185,7 +1237,7 @@ impl Handler {
             (None, Some(c)) => c.clone(),
             (None, None) => Group::new(g),
         };
-        let txn_has_update = txn.open && txn.has_update;
+        let txn_has_update = txn.has_update();
         let plan = transition(&mut task.group, &mut old, txn_has_update);
         let mut steps: VecDeque<Step> = VecDeque::new();
         let standalone_txn = !in_txn && plan.steps > 1;
@@ -1219,21 +1271,14 @@ impl Handler {
             ok => {
                 let Some(work) = &mut self.work else { return };
                 match (&step, ok) {
-                    (Step::Begin, _) => {
-                        self.txn = Txn {
-                            open: true,
-                            has_update: false,
-                        }
-                    }
-                    (Step::Commit, _) => self.txn = Txn::default(),
+                    (Step::Begin, _) => self.txn = Txn::Open { has_update: false },
+                    (Step::Commit, _) => self.txn = Txn::Closed,
                     (Step::Change(Change::Add { addr, .. }), StatementResult::Added(id)) => {
                         if let Some(n) = work.task.group.get_mut(addr) {
                             n.nodeid = Some(id);
                         }
                     }
-                    (Step::Change(Change::Update { .. }), _) if self.txn.open => {
-                        self.txn.has_update = true
-                    }
+                    (Step::Change(Change::Update { .. }), _) => self.txn.mark_update(),
                     _ => {}
                 }
             }
@@ -1245,9 +1290,8 @@ impl Handler {
     /// sync" refusal is different: the task stays queued and is retried once Citus has synced.
     fn work_failed(&mut self, now: Instant, step: &Step, e: StatementError) {
         let Some(work) = self.work.take() else { return };
-        let had_in_flight = self.in_flight.is_some();
-        self.txn = Txn::default();
-        self.in_flight = None;
+        let had_in_flight = self.txn.paused().is_some();
+        self.txn = Txn::Closed;
         let g = work.task.groupid();
         let membership = matches!(step, Step::Change(c) if c.is_membership());
         if membership && e.is_metadata_out_of_sync() && !crate::compat::REFERENCE_PORT {
@@ -1282,12 +1326,12 @@ impl Handler {
         // The reference guards this with "the queue is not empty", which cannot be false.
         debug_assert!(!self.queue.is_empty(), "{QUEUED_WHILE_WORKED}");
         if task.event.opens_transaction() {
-            self.in_flight = Some(task);
+            self.txn.hold(task);
         } else {
             task.group.failover = false;
             self.view_memo.forget_group(g);
             self.cache.insert(g, task.group);
-            self.in_flight = None;
+            self.txn.release();
         }
         if self.queue.get(g).is_some_and(|t| t.id == id) {
             self.queue.remove(g);
@@ -1295,10 +1339,12 @@ impl Handler {
         self.complete(ticket);
     }
 
+    /// The session is gone, with its transaction: reload (keeping a pending retry's time).
     fn lose_session(&mut self) {
-        self.in_flight = None;
-        self.txn = Txn::default();
-        self.schedule_load = true;
+        self.txn = Txn::Closed;
+        if self.reload == Reload::Current {
+            self.reload = Reload::Due { not_before: None };
+        }
     }
 
     fn load_cache(&mut self, rows: &[PgDistRow]) {

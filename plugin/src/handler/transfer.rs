@@ -2,7 +2,7 @@
 //! types, because the formats must not depend on them. Writing borrows (`to_v2`), reading
 //! converts owned values; format 1 writes format 2's values and reads format 2's types.
 
-use super::{Awaiting, Handler, Metrics, Phase, Step, Txn, ViewMemo, Work};
+use super::{Awaiting, Handler, Metrics, Phase, Reload, Step, Txn, ViewMemo, Work};
 use crate::state::v2;
 use crate::time::Instant;
 use std::collections::{BTreeSet, VecDeque};
@@ -17,12 +17,15 @@ impl Handler {
             ready: self.ready,
             cache: v2::CacheRef(&self.cache),
             queue: v2::QueueRef(&self.queue),
-            in_flight: self.in_flight.as_ref().map(v2::TaskRef::from),
-            schedule_load: self.schedule_load,
-            reload_not_before: self.reload_not_before.map(Instant::as_millis),
+            in_flight: self.txn.paused().map(v2::TaskRef::from),
+            schedule_load: self.reload.is_due(),
+            reload_not_before: match self.reload {
+                Reload::Due { not_before } => not_before.map(Instant::as_millis),
+                Reload::Current => None,
+            },
             txn: v2::Txn {
-                open: self.txn.open,
-                has_update: self.txn.has_update,
+                open: self.txn != Txn::Closed,
+                has_update: self.txn.has_update(),
             },
             phase: match self.phase {
                 Phase::Idle => v2::Phase::Idle,
@@ -71,12 +74,22 @@ impl From<v2::Handler> for Handler {
             ready: h.ready,
             cache: h.cache.0,
             queue: h.queue.into(),
-            in_flight: h.in_flight.map(Into::into),
-            schedule_load: h.schedule_load,
-            reload_not_before: h.reload_not_before.map(Instant::from_millis),
-            txn: Txn {
-                open: h.txn.open,
-                has_update: h.txn.has_update,
+            reload: match h.schedule_load {
+                true => Reload::Due {
+                    not_before: h.reload_not_before.map(Instant::from_millis),
+                },
+                false => Reload::Current,
+            },
+            // A paused task holds an open transaction (every build opened it first).
+            txn: match (h.in_flight, h.txn.open) {
+                (Some(task), _) => Txn::Paused {
+                    task: task.into(),
+                    has_update: h.txn.has_update,
+                },
+                (None, true) => Txn::Open {
+                    has_update: h.txn.has_update,
+                },
+                (None, false) => Txn::Closed,
             },
             phase: match h.phase {
                 v2::Phase::Idle => Phase::Idle,
