@@ -1,11 +1,10 @@
 //! A group's topology: the set of rows (current) or members (desired) that serve one Citus group.
 
 use crate::node::{Address, GroupId, PgDistRow, Role, DEMOTED_SUFFIX};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// One node of a group: its address, role and, once known, its pg_dist_node row id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     pub addr: Address,
     pub role: Role,
@@ -24,7 +23,7 @@ impl Node {
 
 /// The nodes of one group, unique by address and kept sorted by address so that comparing two
 /// groups is a slice comparison and iteration order never depends on hashing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Group {
     pub groupid: GroupId,
     nodes: Vec<Node>,
@@ -34,7 +33,6 @@ pub struct Group {
     /// Rows the topology cannot hold: their address is the one a paused (`-demoted`) primary
     /// row of the group stands for. Only an outside change can leave such a row; the next
     /// transition removes it first.
-    #[serde(default, skip_serializing_if = "crate::state::empty_in_json")]
     pub stale: Vec<Node>,
 }
 
@@ -45,6 +43,21 @@ impl Group {
             nodes: Vec::new(),
             failover: false,
             stale: Vec::new(),
+        }
+    }
+
+    /// The group an export described; `nodes` sorted by address and unique, as exported.
+    pub fn from_parts(
+        groupid: GroupId,
+        nodes: Vec<Node>,
+        failover: bool,
+        stale: Vec<Node>,
+    ) -> Self {
+        Self {
+            groupid,
+            nodes,
+            failover,
+            stale,
         }
     }
 

@@ -11,29 +11,33 @@ use crate::config::CitusConfig;
 use crate::conninfo::parse_conn_url;
 use crate::dcs::{leader_of, ClusterView, GroupView, Member, MemberRef};
 use crate::error::InvalidInput;
-use crate::event::{parse_event, EventKind, WorkerEvent, DEFAULT_COOLDOWN_MS};
+use crate::event::{parse_event, EventKind, WorkerEvent};
 use crate::group::{Group, Node};
 use crate::node::{Address, GroupId, PgDistRow, Role, COORDINATOR_GROUP};
 use crate::packed_view::{self, PackedView};
 use crate::statement::{Statement, StatementError, StatementResult};
-use crate::task_queue::{Task, TaskQueue, Ticket};
+use crate::task_queue::{Caller, Origin, Task, TaskQueue, Ticket, Wanted};
+use crate::time::{Duration, Instant};
 use crate::transition::{transition, Change};
 use crate::view_text::{self, TextError, TextView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Milliseconds on the host's clock.
-pub type Instant = u64;
-
 /// How long Citus needs to sync metadata after a committed update before it accepts add/remove.
-pub const METADATA_SYNC_WAIT_MS: u64 = 1_000;
+pub const METADATA_SYNC_WAIT: Duration = Duration::from_millis(1_000);
 /// How soon to try again after the metadata could not be loaded.
-pub const RELOAD_RETRY_MS: u64 = 1_000;
+pub const RELOAD_RETRY: Duration = Duration::from_millis(1_000);
 /// Statements one batch may pipeline across independent plans: enough that draining many
 /// groups costs few host calls, few enough that one call's text stays small.
 pub const BATCH_STATEMENTS: usize = 256;
 
 pub use crate::state::STATE_FORMAT;
+
+/// Why the queue holds a task while it is worked on: picking a task leaves it queued, and
+/// only finishing or failing it (or a demote, which drops the work too) removes it.
+const QUEUED_WHILE_WORKED: &str = "the task being worked on is still queued";
+
+mod transfer;
 
 /// What the policy did with a worker event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +61,8 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Counters for operators; exported with the state.
+/// Counters for operators: in the service's status report, and carried over by the exported
+/// state (as [`crate::state::v2::Metrics`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
     pub deadline_rollbacks: u64,
@@ -71,7 +76,7 @@ pub struct Metrics {
     pub expired_events: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Phase {
     /// Between turns: the next poll starts one.
     #[default]
@@ -82,7 +87,7 @@ enum Phase {
     Ending,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 enum Step {
     Begin,
     Change(Change),
@@ -90,43 +95,101 @@ enum Step {
 }
 
 /// The task being processed and what is left of its statements.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 struct Work {
     task: Task,
     steps: VecDeque<Step>,
 }
 
 /// The statement the host is running now.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 enum Awaiting {
     Load,
     Rollback { deadline_passed: bool },
     Step(Step),
 }
 
-/// The open transaction on the metadata session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Txn {
-    open: bool,
-    /// A row changed in it: Citus now refuses add/remove until it ends.
-    has_update: bool,
+/// The metadata session's transaction, and the pause it may hold. A pause only exists inside
+/// an open transaction, so the task holding it lives here.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum Txn {
+    /// None open: statements autocommit.
+    #[default]
+    Closed,
+    /// BEGIN has run for the plan being worked on. `has_update`: a row changed in it, so
+    /// Citus refuses add/remove until it ends.
+    Open { has_update: bool },
+    /// A worker event's task left the transaction open: writes to its group are paused until
+    /// a later task commits, or the deadline passes and it is rolled back.
+    Paused { task: Task, has_update: bool },
 }
 
-/// The state machine. Everything in it is exported by [`Handler::export_state`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+impl Txn {
+    /// The task holding the pause.
+    fn paused(&self) -> Option<&Task> {
+        match self {
+            Txn::Paused { task, .. } => Some(task),
+            _ => None,
+        }
+    }
+    fn paused_group(&self) -> Option<GroupId> {
+        self.paused().map(Task::groupid)
+    }
+    fn has_update(&self) -> bool {
+        match self {
+            Txn::Closed => false,
+            Txn::Open { has_update } | Txn::Paused { has_update, .. } => *has_update,
+        }
+    }
+    /// An update ran: inside a transaction, add/remove must now wait for its end.
+    fn mark_update(&mut self) {
+        if let Txn::Open { has_update } | Txn::Paused { has_update, .. } = self {
+            *has_update = true;
+        }
+    }
+    /// `task`'s plan ran and leaves the transaction open: it holds the pause now (replacing
+    /// the task that held it, whose group it is).
+    fn hold(&mut self, task: Task) {
+        let has_update = self.has_update();
+        *self = Txn::Paused { task, has_update };
+    }
+    /// The pausing task's group committed.
+    fn release(&mut self) {
+        if let Txn::Paused { has_update, .. } = *self {
+            *self = Txn::Open { has_update };
+        }
+    }
+}
+
+/// Whether the cache must be read again before the next decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reload {
+    /// The cache is what pg_dist_node holds, as far as this session knows.
+    Current,
+    /// Requested, or the session was lost; after a failed load, not before `not_before`.
+    Due { not_before: Option<Instant> },
+}
+
+impl Reload {
+    fn is_due(self) -> bool {
+        matches!(self, Reload::Due { .. })
+    }
+}
+
+/// The state machine. Everything in it but the caches of this instance (logs, reports, the
+/// heartbeat memo, a batch's pipelined plans) is exported by [`Handler::export_state`],
+/// through the format types of [`crate::state`] (`transfer`).
+#[derive(Clone, Debug)]
 pub struct Handler {
     config: CitusConfig,
     name: String,
     connect_url: String,
     /// Set by the first heartbeat: events before it are discarded.
     ready: bool,
-    /// pg_dist_node as last loaded or written, by group.
-    cache: BTreeMap<GroupId, Task>,
+    /// pg_dist_node as last loaded or committed: each group's topology.
+    cache: BTreeMap<GroupId, Group>,
     queue: TaskQueue,
-    /// The task whose transaction is open (holding the pause), with its deadline.
-    in_flight: Option<Task>,
-    schedule_load: bool,
-    reload_not_before: Option<Instant>,
+    reload: Reload,
     txn: Txn,
     phase: Phase,
     work: Option<Work>,
@@ -136,19 +199,14 @@ pub struct Handler {
     completed: Vec<Ticket>,
     metrics: Metrics,
     /// Statements of the last `poll_statements` batch issued beyond the one awaited.
-    #[serde(default, skip_serializing_if = "crate::state::zero_in_json")]
     batch_ahead: usize,
     /// The tasks planned into the last batch after `work`'s, in batch order (see
     /// [`Handler::poll_statements`]). Hosts export state between batches, never inside one,
     /// so this is not exported; an import mid-batch loses it and reloads (`handle_results`).
-    #[serde(skip)]
     pipelined: VecDeque<Work>,
-    #[serde(skip)]
     logs: Vec<LogLine>,
-    #[serde(skip)]
     reported: BTreeSet<String>,
     /// What the last packed heartbeat settled; not exported, so a new build reads everything.
-    #[serde(skip)]
     view_memo: ViewMemo,
 }
 
@@ -215,18 +273,6 @@ impl ViewMemo {
     }
 }
 
-/// What asked for a task: a heartbeat (the DCS as it stands now), or a worker's event, which
-/// brings how long its transaction may stay open and the cooldown its forced update asks for.
-#[derive(Clone, Copy, Debug)]
-enum Origin {
-    Heartbeat,
-    Event {
-        kind: EventKind,
-        timeout_ms: u64,
-        cooldown_ms: i32,
-    },
-}
-
 impl Handler {
     pub fn new(
         config: CitusConfig,
@@ -240,10 +286,8 @@ impl Handler {
             ready: false,
             cache: BTreeMap::new(),
             queue: TaskQueue::default(),
-            in_flight: None,
-            schedule_load: true,
-            reload_not_before: None,
-            txn: Txn::default(),
+            reload: Reload::Due { not_before: None },
+            txn: Txn::Closed,
             phase: Phase::Idle,
             work: None,
             awaiting: None,
@@ -285,7 +329,8 @@ impl Handler {
 
     /// The heartbeat: queue a task for the coordinator group and for every worker group whose
     /// leader is a running primary, so pg_dist_node follows the DCS even without events.
-    pub fn handle_heartbeat(&mut self, now: Instant, view: &ClusterView) {
+    pub fn handle_heartbeat(&mut self, now: u64, view: &ClusterView) {
+        let now = Instant::from_millis(now);
         if !self.config.is_coordinator() {
             return;
         }
@@ -317,9 +362,10 @@ impl Handler {
     /// refused before anything changes.
     pub fn handle_heartbeat_packed(
         &mut self,
-        now: Instant,
+        now: u64,
         view: PackedView<'_>,
     ) -> Result<(), InvalidInput> {
+        let now = Instant::from_millis(now);
         if !self.config.is_coordinator() {
             packed_view::Groups::new(view.bytes)?.try_for_each(|e| e.map(|_| ()))?;
             return Ok(());
@@ -332,13 +378,14 @@ impl Handler {
     /// The heartbeat with the view as text (contract 0.4.0), with the same skipping as
     /// [`Handler::handle_heartbeat_packed`]. A view with an escaped value (a tab, newline or
     /// backslash inside a name or URL) cannot be read in place and is read in full instead.
-    pub fn handle_heartbeat_text(&mut self, now: Instant, text: &str) -> Result<(), InvalidInput> {
+    pub fn handle_heartbeat_text(&mut self, now: u64, text: &str) -> Result<(), InvalidInput> {
         let view = TextView::parse(text)?;
         if !self.config.is_coordinator() {
             view.groups().try_for_each(|e| e.map(|_| ()))?;
             return Ok(());
         }
-        match self.heartbeat_in_place(now, view.seq, view.base, text.len(), view.groups()) {
+        let at = Instant::from_millis(now);
+        match self.heartbeat_in_place(at, view.seq, view.base, text.len(), view.groups()) {
             Ok(()) => Ok(()),
             Err(TextError::Escaped) => {
                 let owned = view_text::owned_view(text)?;
@@ -384,8 +431,8 @@ impl Handler {
                     at_settled += 1;
                 }
                 settled.get(at_settled) == Some(&id)
-                    && !self.schedule_load
-                    && self.in_flight.as_ref().is_none_or(|f| f.groupid() != id)
+                    && !self.reload.is_due()
+                    && self.txn.paused_group() != Some(id)
                     && (self.queue.is_empty() || self.queue.get(id).is_none())
             };
             if !skip {
@@ -414,11 +461,7 @@ impl Handler {
         let mut reads = reads.into_iter();
         for (i, &(g, read)) in order.iter().enumerate() {
             match (read, i) {
-                (false, _) => {
-                    // What the plain heartbeat leaves behind for a group matching its cache.
-                    self.next_task_id += 1;
-                    matched.push(g);
-                }
+                (false, _) => matched.push(g),
                 (true, 0) => {
                     let (_, from, to) = reads.next().expect("read in pass 1");
                     self.heartbeat_coordinator(now, &members[from..to]);
@@ -442,14 +485,8 @@ impl Handler {
         let name = self.name.clone();
         match self.primary_from_url(&url, EventKind::AfterPromote) {
             Some(primary) => {
-                let task = self.build_task(
-                    COORDINATOR_GROUP,
-                    primary,
-                    members,
-                    &name,
-                    Origin::Heartbeat,
-                );
-                self.add_task(task, now);
+                let group = self.desired_group(COORDINATOR_GROUP, primary, members, &name);
+                self.add_task(Wanted::from_heartbeat(group), now);
             }
             None => self.report(format!("coordinator {name}: no usable address in {url:?}")),
         }
@@ -471,16 +508,14 @@ impl Handler {
             return false;
         }
         if self.heartbeat_matches_cache(groupid, members, leader) {
-            // What building the task and dropping it in `add_task` would have left behind.
-            self.next_task_id += 1;
             return true;
         }
         let Some(primary) = self.primary_from_member(groupid, leader, EventKind::AfterPromote)
         else {
             return false;
         };
-        let task = self.build_task(groupid, primary, members, leader.name, Origin::Heartbeat);
-        self.add_task(task, now);
+        let group = self.desired_group(groupid, primary, members, leader.name);
+        self.add_task(Wanted::from_heartbeat(group), now);
         false
     }
 
@@ -489,7 +524,7 @@ impl Handler {
     /// the sender leads its group.
     pub fn handle_event(
         &mut self,
-        now: Instant,
+        now: u64,
         view: &ClusterView,
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
@@ -502,13 +537,13 @@ impl Handler {
             }
             None => None,
         };
-        Ok(self.act_on_event(now, ev, group))
+        Ok(self.act_on_event(Instant::from_millis(now), ev, group))
     }
 
     /// [`Handler::handle_event`] with the view packed; only the event's group is read.
     pub fn handle_event_packed(
         &mut self,
-        now: Instant,
+        now: u64,
         view: PackedView<'_>,
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
@@ -519,13 +554,14 @@ impl Handler {
             Ok(i) if ev.group != COORDINATOR_GROUP => Some(entries[i].decode(&mut members)?),
             _ => None,
         };
+        let now = Instant::from_millis(now);
         Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
     }
 
     /// [`Handler::handle_event`] with the view as text; only the event's group is read.
     pub fn handle_event_text(
         &mut self,
-        now: Instant,
+        now: u64,
         text: &str,
         body: &str,
     ) -> Result<EventOutcome, InvalidInput> {
@@ -548,6 +584,7 @@ impl Handler {
             }
             Some(Err(e)) => return Err(e.into()),
         };
+        let now = Instant::from_millis(now);
         Ok(self.act_on_event(now, ev, group.map(|leader| (leader, &members[..]))))
     }
 
@@ -593,24 +630,21 @@ impl Handler {
         let Some(primary) = self.primary_from_member(ev.group, leader, ev.kind) else {
             return self.discard(format!("group {}: leader has no usable address", ev.group));
         };
-        let mut task = self.build_task(
-            ev.group,
-            primary,
-            members,
-            &ev.leader,
-            Origin::Event {
-                kind: ev.kind,
-                timeout_ms: ev.timeout_ms,
-                cooldown_ms: ev.cooldown_ms,
-            },
-        );
+        let group = self.desired_group(ev.group, primary, members, &ev.leader);
         let ticket = self.next_ticket;
-        task.ticket = Some(ticket);
-        if !crate::compat::REFERENCE_PORT {
-            // The pause is for the caller, who waits `timeout` from now and then goes on.
-            task.deadline = now.saturating_add(ev.timeout_ms);
-        }
-        if self.add_task(task, now) {
+        let timeout = Duration::from_millis(ev.timeout_ms);
+        let wanted = Wanted {
+            group,
+            event: ev.kind,
+            origin: Origin::Event(Caller {
+                ticket: Some(ticket),
+                timeout,
+                // The pause is for the caller, who waits `timeout` from now and then goes on.
+                deadline: (!crate::compat::REFERENCE_PORT).then(|| now + timeout),
+            }),
+            cooldown_ms: ev.cooldown_ms,
+        };
+        if self.add_task(wanted, now) {
             self.next_ticket += 1;
             self.log(
                 Level::Info,
@@ -630,8 +664,7 @@ impl Handler {
     /// The cache must be reloaded before the next decision (an open transaction is rolled back
     /// first, as its view may be stale).
     pub fn schedule_reload(&mut self) {
-        self.schedule_load = true;
-        self.reload_not_before = None;
+        self.reload = Reload::Due { not_before: None };
     }
 
     /// This coordinator is demoted: its session is gone with its transaction. Forget
@@ -640,15 +673,14 @@ impl Handler {
         self.cache.clear();
         self.view_memo.forget_all();
         for t in self.queue.clear() {
-            self.complete(t.ticket);
+            self.complete(t.ticket());
         }
         if let Some(w) = self.work.take() {
-            self.complete(w.task.ticket);
+            self.complete(w.task.ticket());
         }
         self.pipelined.clear();
-        self.in_flight = None;
         self.awaiting = None;
-        self.txn = Txn::default();
+        self.txn = Txn::Closed;
         self.phase = Phase::Idle;
         if !crate::compat::REFERENCE_PORT {
             self.schedule_reload();
@@ -658,7 +690,8 @@ impl Handler {
     // ----- outputs --------------------------------------------------------------------
 
     /// The next statement to run, or None when this turn is over.
-    pub fn poll_statement(&mut self, now: Instant) -> Option<Statement> {
+    pub fn poll_statement(&mut self, now: u64) -> Option<Statement> {
+        let now = Instant::from_millis(now);
         if self.awaiting.is_some() {
             self.log(
                 Level::Error,
@@ -690,10 +723,11 @@ impl Handler {
                         return None;
                     }
                     self.phase = Phase::Processing;
-                    if let Some(f) = &self.in_flight {
-                        let expired = now >= f.deadline
+                    if let Some(f) = self.txn.paused() {
+                        let expired = f.deadline().is_none_or(|d| now >= d)
                             && (!crate::compat::REFERENCE_PORT || !self.queue.is_empty());
-                        if self.schedule_load || expired {
+                        let reload = self.reload.is_due();
+                        if reload || expired {
                             let why = if expired {
                                 "its deadline passed"
                             } else {
@@ -706,15 +740,15 @@ impl Handler {
                             );
                             self.log(Level::Warn, msg);
                             self.awaiting = Some(Awaiting::Rollback {
-                                deadline_passed: expired && !self.schedule_load,
+                                deadline_passed: expired && !reload,
                             });
                             return Some(self.issue(Statement::Rollback));
                         }
                     }
                 }
                 Phase::Processing => {
-                    if self.in_flight.is_none() && self.schedule_load {
-                        if self.reload_not_before.is_some_and(|t| now < t) {
+                    if self.txn.paused().is_none() && self.reload.is_due() {
+                        if matches!(self.reload, Reload::Due { not_before: Some(t) } if now < t) {
                             self.phase = Phase::Idle;
                             return None;
                         }
@@ -734,7 +768,8 @@ impl Handler {
     }
 
     /// The result of the statement returned by the last `poll_statement`.
-    pub fn handle_result(&mut self, now: Instant, result: StatementResult) {
+    pub fn handle_result(&mut self, now: u64, result: StatementResult) {
+        let now = Instant::from_millis(now);
         let Some(awaiting) = self.awaiting.take() else {
             // A result for a statement that demote already abandoned.
             return;
@@ -747,18 +782,18 @@ impl Handler {
             Awaiting::Load => match result {
                 StatementResult::Metadata(rows) => {
                     self.load_cache(&rows);
-                    self.schedule_load = false;
-                    self.reload_not_before = None;
+                    self.reload = Reload::Current;
                 }
                 _ => {
                     self.lose_session();
-                    self.reload_not_before = Some(now + RELOAD_RETRY_MS);
+                    self.reload = Reload::Due {
+                        not_before: Some(now + RELOAD_RETRY),
+                    };
                     self.phase = Phase::Ending;
                 }
             },
             Awaiting::Rollback { deadline_passed } => {
-                self.in_flight = None;
-                self.txn = Txn::default();
+                self.txn = Txn::Closed;
                 match result {
                     StatementResult::Failed(_) => {
                         self.lose_session();
@@ -783,10 +818,11 @@ impl Handler {
     /// leaves exactly what a batch ending there would have): independent groups' transactions
     /// in one batch, at most [`BATCH_STATEMENTS`] statements unless one plan alone is longer.
     /// Empty when the turn is over.
-    pub fn poll_statements(&mut self, now: Instant) -> Vec<Statement> {
+    pub fn poll_statements(&mut self, now: u64) -> Vec<Statement> {
         let Some(first) = self.poll_statement(now) else {
             return Vec::new();
         };
+        let now = Instant::from_millis(now);
         let mut out = vec![first];
         if let (Some(Awaiting::Step(_)), Some(work)) = (&self.awaiting, &self.work) {
             out.extend(work.steps.iter().map(|s| step_statement(s, &work.task)));
@@ -821,7 +857,7 @@ impl Handler {
         planned: &VecDeque<Work>,
         resume: &mut usize,
     ) -> Option<Work> {
-        if last.task.event.opens_transaction() || self.schedule_load {
+        if last.task.event.opens_transaction() || self.reload.is_due() {
             return None;
         }
         let current = self.work.as_ref().map(|w| w.task.groupid());
@@ -841,12 +877,12 @@ impl Handler {
         };
         let task = self.queue.get(g).expect("listed");
         let dropped = task.expires_at().is_some_and(|at| now >= at)
-            || self.cache.get(&g).is_some_and(|c| task.same_as(c));
+            || self.cache.get(&g).is_some_and(|c| task.is_committed(c));
         if dropped {
             return None;
         }
         // After a committed (or autocommitted) change: no transaction, nothing in flight.
-        let work = self.plan_work(task.clone(), now, None, Txn::default());
+        let work = self.plan_work(task.clone(), now, &Txn::Closed);
         (!work.steps.is_empty()).then_some(work)
     }
 
@@ -854,7 +890,7 @@ impl Handler {
     /// those up to and including the first that failed. Statements of the batch without a
     /// result are issued again by the next poll (a pipelined plan without a result is planned
     /// again).
-    pub fn handle_results(&mut self, now: Instant, results: Vec<StatementResult>) {
+    pub fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) {
         let ahead = std::mem::take(&mut self.batch_ahead);
         let mut pipelined = std::mem::take(&mut self.pipelined);
         let mut results = results.into_iter();
@@ -894,15 +930,18 @@ impl Handler {
 
     /// When the host must run a turn even without new input: an open transaction's deadline,
     /// a retry Citus asked for, or a reload that failed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.in_flight.as_ref().map(|t| t.deadline);
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let deadline = self.txn.paused().and_then(Task::deadline);
         let retry = self.queue.tasks().filter_map(|t| t.not_before).min();
-        let reload = if self.schedule_load {
-            self.reload_not_before
-        } else {
-            None
+        let reload = match self.reload {
+            Reload::Due { not_before } => not_before,
+            Reload::Current => None,
         };
-        [deadline, retry, reload].into_iter().flatten().min()
+        [deadline, retry, reload]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Instant::as_millis)
     }
 
     /// Tickets whose tasks were processed (or dropped) since the last call.
@@ -922,11 +961,14 @@ impl Handler {
         self.queue.len()
     }
     pub fn in_flight_group(&self) -> Option<GroupId> {
-        self.in_flight.as_ref().map(Task::groupid)
+        self.txn.paused_group()
     }
     /// When the open transaction (if any) is rolled back at the latest.
-    pub fn in_flight_deadline(&self) -> Option<Instant> {
-        self.in_flight.as_ref().map(|t| t.deadline)
+    pub fn in_flight_deadline(&self) -> Option<u64> {
+        self.txn
+            .paused()
+            .and_then(Task::deadline)
+            .map(Instant::as_millis)
     }
     /// Whether a statement result is awaited (the host must not swap policies then).
     pub fn is_busy(&self) -> bool {
@@ -937,7 +979,7 @@ impl Handler {
         let mut v: Vec<(GroupId, Node)> = self
             .cache
             .iter()
-            .flat_map(|(g, t)| t.group.nodes().iter().map(move |n| (*g, n.clone())))
+            .flat_map(|(g, group)| group.nodes().iter().map(move |n| (*g, n.clone())))
             .collect();
         v.sort_by_key(|(_, n)| n.nodeid);
         v
@@ -1013,20 +1055,16 @@ impl Handler {
         leader: &MemberRef<'v>,
     ) -> bool {
         use crate::conninfo::plain_address;
-        if self.schedule_load {
+        if self.reload.is_due() {
             return false;
         }
         let Some(cached) = self.cache.get(&g) else {
             return false;
         };
-        if self.queue.get(g).is_some() || self.in_flight.as_ref().is_some_and(|f| f.groupid() == g)
-        {
+        if self.queue.get(g).is_some() || self.txn.paused_group() == Some(g) {
             return false;
         }
-        if cached.event != EventKind::AfterPromote {
-            return false;
-        }
-        let nodes = cached.group.nodes();
+        let nodes = cached.nodes();
         let (Some(url), None) = (leader.conn_url, leader.conn_kwargs) else {
             return false;
         };
@@ -1072,22 +1110,13 @@ impl Handler {
 
     /// The desired topology: the primary plus every running, reachable member that is not the
     /// leader and not tagged noloadbalance.
-    fn build_task(
+    fn desired_group(
         &mut self,
         groupid: GroupId,
         primary: Node,
         members: &[MemberRef<'_>],
         leader_name: &str,
-        origin: Origin,
-    ) -> Task {
-        let (event, timeout_ms, cooldown_ms) = match origin {
-            Origin::Heartbeat => (EventKind::AfterPromote, None, DEFAULT_COOLDOWN_MS),
-            Origin::Event {
-                kind,
-                timeout_ms,
-                cooldown_ms,
-            } => (kind, Some(timeout_ms), cooldown_ms),
-        };
+    ) -> Group {
         let mut group = Group::new(groupid);
         group.insert(primary);
         for m in members {
@@ -1101,63 +1130,57 @@ impl Handler {
                 Err(e) => self.report(format!("group {groupid}: member {} skipped: {e}", m.name)),
             }
         }
-        let id = self.next_task_id;
-        self.next_task_id += 1;
-        Task {
-            id,
-            group,
-            event,
-            timeout_ms,
-            cooldown_ms,
-            deadline: 0,
-            ticket: None,
-            not_before: None,
-        }
+        group
     }
 
-    /// The reference's queueing rules; true when the task was queued.
-    fn add_task(&mut self, task: Task, now: Instant) -> bool {
-        let g = task.groupid();
-        let in_flight_same_group = self.in_flight.as_ref().is_some_and(|f| f.groupid() == g);
+    /// The reference's queueing rules; true when the task was queued (under a new id).
+    fn add_task(&mut self, wanted: Wanted, now: Instant) -> bool {
+        let g = wanted.group.groupid;
+        let in_flight_same_group = self.txn.paused_group() == Some(g);
         let queued = self.queue.get(g);
-        if !task.from_event() {
+        if wanted.origin == Origin::Heartbeat {
             // A heartbeat never overrides a task from a worker event ...
             if queued.is_some_and(Task::from_event) {
                 return false;
             }
             // ... nor disturbs a switchover in progress before its deadline (the DCS may not
             // show the new roles yet).
-            if let Some(f) = &self.in_flight {
-                if f.groupid() == g && f.from_event() && f.deadline > now {
+            if let Some(f) = self.txn.paused() {
+                if f.groupid() == g && f.deadline().is_some_and(|d| d > now) {
                     return false;
                 }
             }
         }
         if let Some(queued) = queued {
-            if queued.same_as(&task) {
+            if wanted.same_as(queued) {
                 return false;
             }
+            let task = wanted.queued(self.task_id());
             if let Some(old) = self.queue.replace(task) {
-                self.complete(old.ticket);
+                self.complete(old.ticket());
             }
             return true;
         }
-        let differs = match self.cache.get(&g) {
-            Some(c) => !task.same_as(c),
-            None => true,
-        };
-        if self.schedule_load || differs || in_flight_same_group {
+        let differs = self.cache.get(&g).is_none_or(|c| !wanted.is_committed(c));
+        if self.reload.is_due() || differs || in_flight_same_group {
+            let task = wanted.queued(self.task_id());
             self.queue.push(task);
             return true;
         }
         false
     }
 
+    fn task_id(&mut self) -> u64 {
+        let id = self.next_task_id;
+        self.next_task_id += 1;
+        id
+    }
+
     /// The in-flight group's task first; else the coordinator's; else the oldest. Tasks that
     /// match the cache are dropped on the way.
     fn pick_task(&mut self, now: Instant) -> Option<Task> {
         let eligible = |t: &Task| t.not_before.is_none_or(|nb| now >= nb);
-        if let Some(f) = &self.in_flight {
+        if let Some(f) = self.txn.paused() {
             let g = f.groupid();
             return self.queue.get(g).filter(|t| eligible(t)).cloned();
         }
@@ -1173,20 +1196,22 @@ impl Handler {
             if task.expires_at().is_some_and(|at| now >= at) {
                 let t = self.queue.remove(g).expect("listed");
                 self.metrics.expired_events += 1;
+                let late = t
+                    .expires_at()
+                    .map_or(Duration::from_millis(0), |at| now.saturating_since(at));
                 self.log(
                     Level::Warn,
                     format!(
-                        "dropping the {} task of group {g}: its caller stopped waiting {} ms ago, before it could start",
+                        "dropping the {} task of group {g}: its caller stopped waiting {late} ago, before it could start",
                         t.event.as_str(),
-                        now - t.deadline
                     ),
                 );
-                self.complete(t.ticket);
+                self.complete(t.ticket());
                 continue;
             }
-            if self.cache.get(&g).is_some_and(|c| task.same_as(c)) {
+            if self.cache.get(&g).is_some_and(|c| task.is_committed(c)) {
                 let t = self.queue.remove(g).expect("listed");
-                self.complete(t.ticket);
+                self.complete(t.ticket());
                 continue;
             }
             return Some(task.clone());
@@ -1195,31 +1220,31 @@ impl Handler {
 
     /// Plans a task: the reference's `process_task` and `update_group`.
     fn start_work(&mut self, task: Task, now: Instant) {
-        let work = self.plan_work(task, now, self.in_flight.as_ref(), self.txn);
+        let work = self.plan_work(task, now, &self.txn);
         self.work = Some(work);
     }
 
-    /// The statements for `task` with `in_flight` holding the open transaction (if any) and
-    /// `txn` the session's transaction; reads nothing else but the cache.
-    fn plan_work(&self, mut task: Task, now: Instant, in_flight: Option<&Task>, txn: Txn) -> Work {
+    /// The statements for `task` with `txn` the session's transaction (and the pause it may
+    /// hold); reads nothing else but the cache.
+    fn plan_work(&self, mut task: Task, now: Instant, txn: &Txn) -> Work {
         let g = task.groupid();
+        let in_flight = txn.paused();
         let in_txn = in_flight.is_some();
         // `transition` adjusts the old topology as it plans; it works on a copy so that the
         // cache still says what is committed if this transaction is rolled back later.
         let mut old: Group = match (in_flight, self.cache.get(&g)) {
             (Some(f), _) => f.group.clone(),
-            (None, Some(c)) => c.group.clone(),
+            (None, Some(c)) => c.clone(),
             (None, None) => Group::new(g),
         };
-        let txn_has_update = txn.open && txn.has_update;
+        let txn_has_update = txn.has_update();
         let plan = transition(&mut task.group, &mut old, txn_has_update);
         let mut steps: VecDeque<Step> = VecDeque::new();
         let standalone_txn = !in_txn && plan.steps > 1;
         if task.event.opens_transaction() {
-            if let Some(t) = task.timeout_ms {
-                if task.deadline == 0 {
-                    task.deadline = now + t;
-                }
+            if let Origin::Event(caller) = &mut task.origin {
+                // A deadline not known on arrival (the reference's rule) starts now.
+                caller.deadline.get_or_insert(now + caller.timeout);
             }
             if !in_txn {
                 steps.push_back(Step::Begin);
@@ -1246,21 +1271,14 @@ impl Handler {
             ok => {
                 let Some(work) = &mut self.work else { return };
                 match (&step, ok) {
-                    (Step::Begin, _) => {
-                        self.txn = Txn {
-                            open: true,
-                            has_update: false,
-                        }
-                    }
-                    (Step::Commit, _) => self.txn = Txn::default(),
+                    (Step::Begin, _) => self.txn = Txn::Open { has_update: false },
+                    (Step::Commit, _) => self.txn = Txn::Closed,
                     (Step::Change(Change::Add { addr, .. }), StatementResult::Added(id)) => {
                         if let Some(n) = work.task.group.get_mut(addr) {
                             n.nodeid = Some(id);
                         }
                     }
-                    (Step::Change(Change::Update { .. }), _) if self.txn.open => {
-                        self.txn.has_update = true
-                    }
+                    (Step::Change(Change::Update { .. }), _) => self.txn.mark_update(),
                     _ => {}
                 }
             }
@@ -1272,16 +1290,15 @@ impl Handler {
     /// sync" refusal is different: the task stays queued and is retried once Citus has synced.
     fn work_failed(&mut self, now: Instant, step: &Step, e: StatementError) {
         let Some(work) = self.work.take() else { return };
-        let had_in_flight = self.in_flight.is_some();
-        self.txn = Txn::default();
-        self.in_flight = None;
+        let had_in_flight = self.txn.paused().is_some();
+        self.txn = Txn::Closed;
         let g = work.task.groupid();
         let membership = matches!(step, Step::Change(c) if c.is_membership());
         if membership && e.is_metadata_out_of_sync() && !crate::compat::REFERENCE_PORT {
             self.metrics.sync_retries += 1;
             if let Some(t) = self.queue.get_mut(g) {
                 if t.id == work.task.id {
-                    t.not_before = Some(now + METADATA_SYNC_WAIT_MS);
+                    t.not_before = Some(now + METADATA_SYNC_WAIT);
                 }
             }
             if had_in_flight {
@@ -1289,51 +1306,45 @@ impl Handler {
             }
             self.log(
                 Level::Info,
-                format!(
-                    "group {g}: Citus is syncing metadata; retrying in {METADATA_SYNC_WAIT_MS} ms"
-                ),
+                format!("group {g}: Citus is syncing metadata; retrying in {METADATA_SYNC_WAIT}"),
             );
             return;
         }
         self.schedule_reload();
-        if !self.queue.is_empty() && self.queue.get(g).is_some_and(|t| t.id == work.task.id) {
+        // The reference guards this with "the queue is not empty", which cannot be false.
+        debug_assert!(!self.queue.is_empty(), "{QUEUED_WHILE_WORKED}");
+        if self.queue.get(g).is_some_and(|t| t.id == work.task.id) {
             self.queue.remove(g);
         }
-        self.complete(work.task.ticket);
+        self.complete(work.task.ticket());
     }
 
     fn finish_work(&mut self) {
         let Some(work) = self.work.take() else { return };
         let mut task = work.task;
-        let g = task.groupid();
-        let commits = !task.event.opens_transaction();
-        if commits {
-            task.group.failover = false;
-            task.not_before = None;
-        }
-        if !self.queue.is_empty() {
-            let ticket = task.ticket;
-            let id = task.id;
-            if commits {
-                self.view_memo.forget_group(g);
-                self.cache.insert(g, task);
-                self.in_flight = None;
-            } else {
-                self.in_flight = Some(task);
-            }
-            if self.queue.get(g).is_some_and(|t| t.id == id) {
-                self.queue.remove(g);
-            }
-            self.complete(ticket);
+        let (g, id, ticket) = (task.groupid(), task.id, task.ticket());
+        // The reference guards this with "the queue is not empty", which cannot be false.
+        debug_assert!(!self.queue.is_empty(), "{QUEUED_WHILE_WORKED}");
+        if task.event.opens_transaction() {
+            self.txn.hold(task);
         } else {
-            self.complete(task.ticket);
+            task.group.failover = false;
+            self.view_memo.forget_group(g);
+            self.cache.insert(g, task.group);
+            self.txn.release();
         }
+        if self.queue.get(g).is_some_and(|t| t.id == id) {
+            self.queue.remove(g);
+        }
+        self.complete(ticket);
     }
 
+    /// The session is gone, with its transaction: reload (keeping a pending retry's time).
     fn lose_session(&mut self) {
-        self.in_flight = None;
-        self.txn = Txn::default();
-        self.schedule_load = true;
+        self.txn = Txn::Closed;
+        if self.reload == Reload::Current {
+            self.reload = Reload::Due { not_before: None };
+        }
     }
 
     fn load_cache(&mut self, rows: &[PgDistRow]) {
@@ -1347,17 +1358,8 @@ impl Handler {
         self.cache = by_group
             .into_iter()
             .map(|(g, rows)| {
-                let task = Task {
-                    id: 0,
-                    group: Group::from_rows_with(g, rows, |h, p| taken.contains(&(h, p))),
-                    event: EventKind::AfterPromote,
-                    timeout_ms: None,
-                    cooldown_ms: DEFAULT_COOLDOWN_MS,
-                    deadline: 0,
-                    ticket: None,
-                    not_before: None,
-                };
-                (g, task)
+                let group = Group::from_rows_with(g, rows, |h, p| taken.contains(&(h, p)));
+                (g, group)
             })
             .collect();
     }

@@ -22,6 +22,7 @@ pub mod slots;
 pub mod state;
 pub mod statement;
 pub mod task_queue;
+pub mod time;
 pub mod transition;
 pub mod view_text;
 pub mod wire;
@@ -37,7 +38,7 @@ mod guest_alloc;
 
 pub use config::CitusConfig;
 pub use error::InvalidInput;
-pub use handler::{EventOutcome, Handler, Instant};
+pub use handler::{EventOutcome, Handler};
 pub use statement::{Statement, StatementError, StatementResult};
 
 /// Name and version of this policy build.

@@ -1,69 +1,134 @@
 //! Pending work: at most one task per group, kept in arrival order.
 
-use crate::event::EventKind;
+use crate::event::{EventKind, DEFAULT_COOLDOWN_MS};
 use crate::group::Group;
 use crate::node::GroupId;
-use serde::{Deserialize, Serialize};
+use crate::time::{Duration, Instant};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A host-visible handle for a worker event whose task someone waits for.
 pub type Ticket = u64;
 
-/// The desired state of one group and why it is wanted.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Task {
-    /// Identity: a task replaced while being processed must not be popped afterwards.
-    pub id: u64,
+/// A task's identity, given when it is queued: a task replaced while being processed must
+/// not be popped afterwards.
+pub type TaskId = u64;
+
+/// Who asked for a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The heartbeat: make pg_dist_node match the DCS as it stands. Nobody waits for it.
+    Heartbeat,
+    /// A worker's event, whose caller waits (with its ticket) at most `timeout`.
+    Event(Caller),
+}
+
+/// The caller of a worker event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// What the host completes when the task is done or dropped. Every event task has one;
+    /// the `Option` keeps a state whose task has none (never written by a released build)
+    /// importable as it is.
+    pub ticket: Option<Ticket>,
+    /// How long its pause (the open transaction) may last.
+    pub timeout: Duration,
+    /// When the pause must end: on arrival, arrival + timeout, the moment the caller stops
+    /// waiting (a task still queued then is dropped, never started). `None` until then under
+    /// the reference's rules (and in a state from a build that set it only on start): then
+    /// it is start + timeout.
+    pub deadline: Option<Instant>,
+}
+
+/// What a heartbeat or an event wants for a group, before the queue takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wanted {
     pub group: Group,
     pub event: EventKind,
-    /// Set for tasks from worker events: how long their transaction may stay open (ms).
-    // Absent fields (the usual case) are left out of the exported state, which a policy swap
-    // serialises for every cached group; a missing field imports as None, as before.
-    #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
-    pub timeout_ms: Option<u64>,
+    pub origin: Origin,
+    /// What Citus waits before terminating sessions that block a forced update (ms).
     pub cooldown_ms: i32,
-    /// When the task's pause must end (ms, host clock). A task from an event gets it on
-    /// arrival: arrival + timeout, the moment its caller stops waiting; a task still queued
-    /// then is dropped, never started. 0 on a queued task means it arrived under a build
-    /// that set deadlines only on start (its state imports unchanged): it gets start +
-    /// timeout, as it would have there. Heartbeat tasks never open a pause.
-    pub deadline: u64,
-    #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
-    pub ticket: Option<Ticket>,
+}
+
+impl Wanted {
+    /// What the heartbeat wants for a group: its topology as the DCS shows it, committed.
+    pub fn from_heartbeat(group: Group) -> Self {
+        Wanted {
+            group,
+            event: EventKind::AfterPromote,
+            origin: Origin::Heartbeat,
+            cooldown_ms: DEFAULT_COOLDOWN_MS,
+        }
+    }
+    /// The reference's task equality: same event and same topology.
+    pub fn same_as(&self, queued: &Task) -> bool {
+        self.event == queued.event && self.group.same_topology(&queued.group)
+    }
+    /// Whether this is what the cache already holds for the group (a committed topology is
+    /// what a heartbeat's `after_promote` wants).
+    pub fn is_committed(&self, cached: &Group) -> bool {
+        self.event == EventKind::AfterPromote && self.group.same_topology(cached)
+    }
+    pub fn queued(self, id: TaskId) -> Task {
+        Task {
+            id,
+            group: self.group,
+            event: self.event,
+            origin: self.origin,
+            cooldown_ms: self.cooldown_ms,
+            not_before: None,
+        }
+    }
+}
+
+/// The desired state of one group and why it is wanted, as queued.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub id: TaskId,
+    pub group: Group,
+    pub event: EventKind,
+    pub origin: Origin,
+    pub cooldown_ms: i32,
     /// Not to be picked before this time (Citus asked to wait for metadata sync).
-    #[serde(default, skip_serializing_if = "crate::state::none_in_json")]
-    pub not_before: Option<u64>,
+    pub not_before: Option<Instant>,
 }
 
 impl Task {
     pub fn groupid(&self) -> GroupId {
         self.group.groupid
     }
-    /// The reference's task equality: same event and same topology.
-    pub fn same_as(&self, other: &Task) -> bool {
-        self.event == other.event && self.group.same_topology(&other.group)
+    /// See [`Wanted::is_committed`].
+    pub fn is_committed(&self, cached: &Group) -> bool {
+        self.event == EventKind::AfterPromote && self.group.same_topology(cached)
+    }
+    pub fn caller(&self) -> Option<&Caller> {
+        match &self.origin {
+            Origin::Event(c) => Some(c),
+            Origin::Heartbeat => None,
+        }
+    }
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.caller().and_then(|c| c.ticket)
+    }
+    pub fn deadline(&self) -> Option<Instant> {
+        self.caller().and_then(|c| c.deadline)
     }
     /// For a queued task that would open a pause: the moment its caller stopped waiting, if
     /// known. Past it the pause serves nobody. (A promotion's task still applies late: the
     /// worker has promoted, and its row must follow.)
-    pub fn expires_at(&self) -> Option<u64> {
-        (self.from_event() && self.event.opens_transaction() && self.deadline != 0)
-            .then_some(self.deadline)
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.deadline().filter(|_| self.event.opens_transaction())
     }
-    /// Tasks from the heartbeat carry no timeout.
     pub fn from_event(&self) -> bool {
-        self.timeout_ms.is_some()
+        matches!(self.origin, Origin::Event(_))
     }
 }
 
 /// Tasks by group with their arrival order. Replacing a group's task keeps its place in line.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct TaskQueue {
     by_group: BTreeMap<GroupId, (u64, Task)>,
     /// (arrival number, group), oldest first. An entry whose number is no longer its group's
     /// (the task was removed) is dropped lazily: pushing is one append, not a second tree
-    /// insert. Exported as the map {arrival number: group} of the live entries, as before.
-    #[serde(deserialize_with = "order_from_map")]
+    /// insert.
     order: VecDeque<(u64, GroupId)>,
     next_seq: u64,
 }
@@ -130,6 +195,34 @@ impl TaskQueue {
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.by_group.values().map(|(_, t)| t)
     }
+    /// Every queued task with its group and arrival number, by group (what the state exports).
+    pub fn arrivals(&self) -> impl ExactSizeIterator<Item = (GroupId, u64, &Task)> {
+        self.by_group.iter().map(|(&g, (seq, t))| (g, *seq, t))
+    }
+    /// The line: (arrival number, group) of the queued tasks, oldest first.
+    pub fn line(&self) -> impl Iterator<Item = (u64, GroupId)> + '_ {
+        self.order
+            .iter()
+            .copied()
+            .filter(|&(seq, g)| self.is_live(seq, g))
+    }
+    /// The arrival number the next pushed task gets.
+    pub fn next_arrival(&self) -> u64 {
+        self.next_seq
+    }
+    /// The queue an export described: [`TaskQueue::arrivals`], [`TaskQueue::line`] (ascending
+    /// arrival numbers) and [`TaskQueue::next_arrival`].
+    pub fn from_parts(
+        arrivals: BTreeMap<GroupId, (u64, Task)>,
+        line: VecDeque<(u64, GroupId)>,
+        next_arrival: u64,
+    ) -> Self {
+        TaskQueue {
+            by_group: arrivals,
+            order: line,
+            next_seq: next_arrival,
+        }
+    }
     pub fn clear(&mut self) -> Vec<Task> {
         self.order.clear();
         std::mem::take(&mut self.by_group)
@@ -139,64 +232,18 @@ impl TaskQueue {
     }
 }
 
-impl Serialize for TaskQueue {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let order: BTreeMap<u64, GroupId> = self
-            .order
-            .iter()
-            .copied()
-            .filter(|&(seq, g)| self.is_live(seq, g))
-            .collect();
-        let mut st = s.serialize_struct("TaskQueue", 3)?;
-        st.serialize_field("by_group", &self.by_group)?;
-        st.serialize_field("order", &order)?;
-        st.serialize_field("next_seq", &self.next_seq)?;
-        st.end()
-    }
-}
-
-/// The arrival order from the map {arrival number: group} (ascending numbers).
-fn order_from_map<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<VecDeque<(u64, GroupId)>, D::Error> {
-    Ok(BTreeMap::<u64, GroupId>::deserialize(d)?
-        .into_iter()
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn task(id: u64, g: GroupId) -> Task {
-        Task {
-            id,
+        Wanted {
             group: Group::new(g),
             event: EventKind::AfterPromote,
-            timeout_ms: None,
+            origin: Origin::Heartbeat,
             cooldown_ms: 10_000,
-            deadline: 0,
-            ticket: None,
-            not_before: None,
         }
-    }
-
-    #[test]
-    fn absent_options_are_left_out_and_read_back_as_none() {
-        let t = task(7, 2);
-        let json = serde_json::to_string(&t).unwrap();
-        assert!(
-            !json.contains("ticket") && !json.contains("not_before"),
-            "{json}"
-        );
-        // Exports of earlier builds spell them out as null.
-        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
-        for k in ["timeout_ms", "ticket", "not_before"] {
-            old[k] = serde_json::Value::Null;
-        }
-        assert_eq!(serde_json::from_value::<Task>(old).unwrap(), t);
-        assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), t);
+        .queued(id)
     }
 
     #[test]
@@ -215,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn removed_tasks_leave_the_line_and_the_export() {
+    fn removed_tasks_leave_the_line() {
         let mut q = TaskQueue::default();
         for (id, g) in [(1, 5), (2, 6), (3, 7), (4, 8)] {
             q.push(task(id, g));
@@ -225,9 +272,14 @@ mod tests {
         assert_eq!(q.groups_in_order().collect::<Vec<_>>(), vec![7, 8]);
         q.push(task(5, 6));
         assert_eq!(q.groups_in_order().collect::<Vec<_>>(), vec![7, 8, 6]);
-        let json: serde_json::Value = serde_json::to_value(&q).unwrap();
-        assert_eq!(json["order"], serde_json::json!({"2": 7, "3": 8, "4": 6}));
-        let back: TaskQueue = serde_json::from_value(json).unwrap();
+        assert_eq!(q.line().collect::<Vec<_>>(), vec![(2, 7), (3, 8), (4, 6)]);
+        let back = TaskQueue::from_parts(
+            q.arrivals()
+                .map(|(g, seq, t)| (g, (seq, t.clone())))
+                .collect(),
+            q.line().collect(),
+            q.next_arrival(),
+        );
         assert_eq!(back.groups_in_order().collect::<Vec<_>>(), vec![7, 8, 6]);
         // Removals out of order are compacted away before the line grows without bound.
         for i in 0..100 {

@@ -15,10 +15,9 @@
 use crate::compat::REFERENCE_PORT;
 use crate::group::{Group, Node};
 use crate::node::{Address, NodeRole, Role};
-use serde::{Deserialize, Serialize};
 
 /// One change to pg_dist_node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// `citus_add_node(host, port, group, role)`; the returned nodeid belongs to `addr`.
     Add { addr: Address, role: NodeRole },

@@ -19,7 +19,9 @@
 //! Only the public API is used, as a host would.
 
 use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};
-use citus_ha_policy::handler::METADATA_SYNC_WAIT_MS;
+use citus_ha_policy::handler::METADATA_SYNC_WAIT;
+
+const METADATA_SYNC_WAIT_MS: u64 = METADATA_SYNC_WAIT.as_millis();
 use citus_ha_policy::node::GroupId;
 use citus_ha_policy::packed_view::{pack_once, PackedView, Packer};
 use citus_ha_policy::sim_host::{Delivery, SimHost, StatementKind};

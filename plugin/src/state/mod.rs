@@ -6,10 +6,17 @@
 //! JSON of format 1, which matters because the host snapshots the state after every turn and
 //! a swap must finish in a few milliseconds with thousands of groups. Format 1 (JSON) is still
 //! read, and written on request for a swap to a build that predates format 2.
+//!
+//! Each format is its own set of types ([`v1`], [`v2`]): what is written borrows the handler,
+//! what is read is owned and converted into it (`handler/transfer.rs`), so the handler's
+//! fields can change without changing either format's bytes. Which format is written is which
+//! type is serialised.
+
+pub mod v1;
+pub mod v2;
 
 use crate::handler::Handler;
-use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use serde::Deserialize;
 
 /// The newest state format this build writes and reads; bump when the shape changes.
 pub const STATE_FORMAT: u32 = 2;
@@ -18,35 +25,16 @@ pub const JSON_STATE_FORMAT: u32 = 1;
 
 const MAGIC: &[u8; 4] = b"\0CHS";
 
-thread_local! {
-    /// Set while writing the binary format: its fields are positional, so none may be left out.
-    static BINARY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// JSON leaves absent optional fields out (smaller exports); the binary format cannot.
-pub(crate) fn none_in_json<T>(v: &Option<T>) -> bool {
-    v.is_none() && !BINARY.with(Cell::get)
-}
-pub(crate) fn empty_in_json<T>(v: &[T]) -> bool {
-    v.is_empty() && !BINARY.with(Cell::get)
-}
-pub(crate) fn zero_in_json(n: &usize) -> bool {
-    *n == 0 && !BINARY.with(Cell::get)
-}
-
 pub fn export(h: &Handler) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&STATE_FORMAT.to_le_bytes());
-    BINARY.with(|b| b.set(true));
-    let r = postcard::to_extend(h, out);
-    BINARY.with(|b| b.set(false));
-    r.expect("state serialises")
+    postcard::to_extend(&h.to_v2(), out).expect("state serialises")
 }
 
 pub fn export_json(h: &Handler) -> Vec<u8> {
-    serde_json::to_vec(&JsonRef {
+    serde_json::to_vec(&v1::Export {
         format: JSON_STATE_FORMAT,
-        handler: h,
+        handler: h.to_v2().into(),
     })
     .expect("state serialises")
 }
@@ -75,19 +63,16 @@ fn import_binary(rest: &[u8]) -> Result<Handler, String> {
     if format != STATE_FORMAT {
         return Err(format!("state format {format} is not a binary format"));
     }
-    postcard::from_bytes(body).map_err(|e| format!("state does not parse (format {format}): {e}"))
+    postcard::from_bytes::<v2::Handler>(body)
+        .map(Handler::from)
+        .map_err(|e| format!("state does not parse (format {format}): {e}"))
 }
 
-#[derive(Serialize)]
-struct JsonRef<'a> {
-    format: u32,
-    handler: &'a Handler,
-}
-
+/// Format 1 as read: format 2's owned values under their names.
 #[derive(Deserialize)]
 struct Json {
     format: u32,
-    handler: Handler,
+    handler: v2::Handler,
 }
 
 fn import_json(bytes: &[u8]) -> Result<Handler, String> {
@@ -100,7 +85,7 @@ fn import_json(bytes: &[u8]) -> Result<Handler, String> {
     if let Ok(e) = &parsed {
         if e.format <= JSON_STATE_FORMAT {
             return parsed
-                .map(|e| e.handler)
+                .map(|e| Handler::from(e.handler))
                 .map_err(|e| format!("state does not parse: {e}"));
         }
     }
@@ -116,6 +101,6 @@ fn import_json(bytes: &[u8]) -> Result<Handler, String> {
         return Err(format!("state format {} is not JSON", header.format));
     }
     parsed
-        .map(|e| e.handler)
+        .map(|e| Handler::from(e.handler))
         .map_err(|e| format!("state does not parse: {e}"))
 }
