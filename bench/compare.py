@@ -18,24 +18,24 @@ REF = {
     'transition_50_secondaries_10_replaced': ('transition', 'replace_10_of_50_secondaries', None),
 }
 for n in (10, 100, 1000):
-    REF['heartbeat_steady_%d' % n] = ('sync_meta_data', 'steady_state_no_tasks', n)
-    REF['heartbeat_new_%d' % n] = ('sync_meta_data', 'all_groups_new', n)
-    REF['drain_%d' % n] = ('process_tasks', 'drain_all_new', n)
+    REF[f'heartbeat_steady_{n}'] = ('sync_meta_data', 'steady_state_no_tasks', n)
+    REF[f'heartbeat_new_{n}'] = ('sync_meta_data', 'all_groups_new', n)
+    REF[f'drain_{n}'] = ('process_tasks', 'drain_all_new', n)
 
 
 def load(path):
     with open(path) as f:
-        return [json.loads(l) for l in f if l.strip().startswith('{')]
+        return [json.loads(line) for line in f if line.strip().startswith('{')]
 
 
 def fmt(ns):
     if ns is None:
         return ''
     if ns >= 1e6:
-        return '%.2f ms' % (ns / 1e6)
+        return f'{ns / 1e6:.2f} ms'
     if ns >= 1e3:
-        return '%.2f µs' % (ns / 1e3)
-    return '%.0f ns' % ns
+        return f'{ns / 1e3:.2f} µs'
+    return f'{ns:.0f} ns'
 
 
 def main():
@@ -52,20 +52,22 @@ def main():
         if name == 'meta':
             continue
         if 'bytes' in o:
-            print('| %s | %.1f MiB | | | | |' % (name, o['bytes'] / 2**20))
+            print(f"| {name} | {o['bytes'] / 2**20:.1f} MiB | | | | |")
             continue
         w, n = o.get('wasm_ns'), o.get('native_ns')
-        ratio = '%.2fx' % (w / n) if w and n else ''
+        ratio = f'{w / n:.2f}x' if w and n else ''
         k = REF.get(name)
         r = ref.get(k) if k else None
-        vs = '%.1fx' % (r / w) if r and w else ''
+        vs = f'{r / w:.1f}x' if r and w else ''
         extra = ''
         if name == 'event_to_statement':
-            extra = ' (p50 %s, p99 %s)' % (fmt(o.get('p50_ns')), fmt(o.get('p99_ns')))
+            extra = f" (p50 {fmt(o.get('p50_ns'))}, p99 {fmt(o.get('p99_ns'))})"
         if name == 'swap':
-            extra = ' (load %s, export %s, import %s)' % (
-                fmt(o.get('load_ns')), fmt(o.get('export_ns')), fmt(o.get('import_ns')))
-        print('| %s%s | %s | %s | %s | %s | %s |' % (name, extra, fmt(w), fmt(n), ratio, fmt(r), vs))
+            extra = (
+                f" (load {fmt(o.get('load_ns'))}, export {fmt(o.get('export_ns'))},"
+                f" import {fmt(o.get('import_ns'))})"
+            )
+        print(f'| {name}{extra} | {fmt(w)} | {fmt(n)} | {ratio} | {fmt(r)} | {vs} |')
 
 
 if __name__ == '__main__':

@@ -410,8 +410,8 @@ def bench_adjust_gucs(s: Settings) -> None:
 def bench_slot_filter(s: Settings) -> None:
     h = new_coordinator().handler
     for case, slot, ignored in (
-        ("match_move", {"name": "citus_shard_move_slot_1_2_3", "type": "logical", "database": "citus",
-                        "plugin": "pgoutput"}, True),
+        ("match_move", {"name": "citus_shard_move_slot_1_2_3", "type": "logical",
+                        "database": "citus", "plugin": "pgoutput"}, True),
         ("nomatch_name", {"name": "my_logical_slot", "type": "logical", "database": "citus",
                           "plugin": "pgoutput"}, False),
     ):  # fmt: skip
