@@ -113,31 +113,36 @@ pub fn truncated(text: &str, max: usize) -> String {
     }
 }
 
-/// Reads a request body within `limit` bytes and `within`: 413 at once when
-/// `Content-Length` already says too much, 413 when the body grows past it, 408 when it does
-/// not arrive in time (the connection is closed then).
-async fn read_body(req: Request, limit: usize, within: Duration) -> Result<Bytes, Response> {
-    let too_large = || {
-        answer(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({"status": "too_large", "reason": format!("the body may have at most {limit} bytes")}),
-        )
-    };
+fn too_large(limit: usize) -> Response {
+    answer(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        json!({"status": "too_large", "reason": format!("the body may have at most {limit} bytes")}),
+    )
+}
+
+/// Refuses a request whose `Content-Length` is unreadable or already over `limit`, before
+/// anything waits on its body or takes a lock for it.
+fn check_declared_length(req: &Request, limit: usize) -> Result<(), Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().parse::<u64>());
     match declared {
-        Some(Ok(n)) if n > limit as u64 => return Err(too_large()),
-        Some(Err(_)) => {
-            return Err(answer(
-                StatusCode::BAD_REQUEST,
-                json!({"status": "invalid", "field": "content-length", "reason": "not a number"}),
-            ))
-        }
-        _ => {}
+        Some(Ok(n)) if n > limit as u64 => Err(too_large(limit)),
+        Some(Err(_)) => Err(answer(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "invalid", "field": "content-length", "reason": "not a number"}),
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Reads a request body within `limit` bytes and `within`: 413 at once when
+/// `Content-Length` already says too much, 413 when the body grows past it, 408 when it does
+/// not arrive in time (the connection is closed then).
+async fn read_body(req: Request, limit: usize, within: Duration) -> Result<Bytes, Response> {
+    check_declared_length(&req, limit)?;
     let body = req.into_body();
     match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
@@ -145,7 +150,7 @@ async fn read_body(req: Request, limit: usize, within: Duration) -> Result<Bytes
             let length_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if length_limit {
-                Err(too_large())
+                Err(too_large(limit))
             } else {
                 Err(answer(
                     StatusCode::BAD_REQUEST,
@@ -461,7 +466,7 @@ fn reload_allowed(peer: std::net::IpAddr, auth_configured: bool) -> bool {
 
 /// `POST /policy/reload`: empty body re-reads policy.path; otherwise the body is the .wasm.
 /// Without `restapi.authentication` only loopback clients may reload; one reload at a time,
-/// checked before the body is read.
+/// checked before the body is read (after its declared length).
 async fn reload(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -473,6 +478,11 @@ async fn reload(
             json!({"status": "forbidden",
                    "reason": "policy reloads come only from loopback unless restapi.authentication is set"}),
         );
+    }
+    // An oversized upload is refused as such even while another reload runs: the size is
+    // the client's mistake to fix, busy is only a reason to retry.
+    if let Err(r) = check_declared_length(&req, POLICY_BODY_LIMIT) {
+        return r;
     }
     let Ok(_one_at_a_time) = st.reloading.clone().try_lock_owned() else {
         return answer(
