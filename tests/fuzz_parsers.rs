@@ -5,6 +5,9 @@
 //! `CITUS_HA_FUZZ_INPUTS` (default 10000 per parser) and `CITUS_HA_FUZZ_SEED` make a run
 //! longer or different; a failure prints the seed and the input to reproduce it.
 
+#[path = "common_policy.rs"]
+mod common;
+
 use citus_ha::config::Config;
 use citus_ha::dcs::file::parse_cluster_text;
 use citus_ha::scenario::parse_scenario;
@@ -280,19 +283,11 @@ fn tricky(rng: &mut Pcg64) -> String {
 #[test]
 fn text_views_read_alike_in_the_component_and_natively() {
     use citus_ha::policy::native::NativeHandler;
-    use citus_ha::policy::{PolicyEngine, PolicyLimits};
     use citus_ha::session::sim::SimSession;
     use citus_ha_policy::dcs::{ClusterView, ConnKwargs, GroupView, Member};
     use citus_sim::Simulator;
 
-    let engine = PolicyEngine::new(
-        PolicyLimits {
-            call_timeout: std::time::Duration::from_secs(10),
-            max_memory_bytes: 64 << 20,
-        },
-        Some(citus_ha_guest_build::workspace_dir().join("target/wasm-cache")),
-    )
-    .unwrap();
+    let engine = common::engine(10_000);
     let policy = engine.load(citus_ha::EMBEDDED_POLICY, "embedded").unwrap();
     let config = CitusConfig {
         group: 0,

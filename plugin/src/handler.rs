@@ -76,15 +76,32 @@ pub struct Metrics {
     pub expired_events: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Phase {
+/// Where the turn is. Only a turn in progress has a plan or statements out, so "a result
+/// while idle" or "a step without a plan" have no state to be in.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum Turn {
     /// Between turns: the next poll starts one.
     #[default]
     Idle,
-    /// Processing tasks.
-    Processing,
+    /// Deciding and running: `work` is the plan being run (its steps the ones not yet
+    /// issued), `issued` the statements handed to the host and not yet answered, oldest first.
+    /// One statement and a batch are the same queue; between two calls it is empty unless a
+    /// poll's statements await their results.
+    Processing {
+        work: Option<Work>,
+        issued: VecDeque<Issued>,
+    },
     /// The turn is over (a load or the loop's rollback failed); the next poll returns None.
     Ending,
+}
+
+impl Turn {
+    fn processing() -> Turn {
+        Turn::Processing {
+            work: None,
+            issued: VecDeque::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -101,12 +118,25 @@ struct Work {
     steps: VecDeque<Step>,
 }
 
-/// The statement the host is running now.
+/// A statement handed to the host and not yet answered: what its result is applied to.
 #[derive(Clone, Debug, PartialEq)]
-enum Awaiting {
+enum Issued {
     Load,
-    Rollback { deadline_passed: bool },
+    Rollback {
+        deadline_passed: bool,
+    },
+    /// A step of the plan being run.
     Step(Step),
+    /// The first step of the next plan in a batch: its result means every statement before
+    /// it succeeded, so the plan before has ended and this one is being run.
+    NextPlan {
+        task: Task,
+        step: Step,
+    },
+    /// A statement of a batch pipelined by the build that exported this state: the plans a
+    /// batch pipelines are not exported, so its result cannot be applied and the cache is
+    /// read again (as that build would have done after such an import).
+    Forgotten,
 }
 
 /// The metadata session's transaction, and the pause it may hold. A pause only exists inside
@@ -177,7 +207,7 @@ impl Reload {
 }
 
 /// The state machine. Everything in it but the caches of this instance (logs, reports, the
-/// heartbeat memo, a batch's pipelined plans) is exported by [`Handler::export_state`],
+/// heartbeat memo, the plans a batch pipelined) is exported by [`Handler::export_state`],
 /// through the format types of [`crate::state`] (`transfer`).
 #[derive(Clone, Debug)]
 pub struct Handler {
@@ -191,19 +221,11 @@ pub struct Handler {
     queue: TaskQueue,
     reload: Reload,
     txn: Txn,
-    phase: Phase,
-    work: Option<Work>,
-    awaiting: Option<Awaiting>,
+    turn: Turn,
     next_task_id: u64,
     next_ticket: Ticket,
     completed: Vec<Ticket>,
     metrics: Metrics,
-    /// Statements of the last `poll_statements` batch issued beyond the one awaited.
-    batch_ahead: usize,
-    /// The tasks planned into the last batch after `work`'s, in batch order (see
-    /// [`Handler::poll_statements`]). Hosts export state between batches, never inside one,
-    /// so this is not exported; an import mid-batch loses it and reloads (`handle_results`).
-    pipelined: VecDeque<Work>,
     logs: Vec<LogLine>,
     reported: BTreeSet<String>,
     /// What the last packed heartbeat settled; not exported, so a new build reads everything.
@@ -288,15 +310,11 @@ impl Handler {
             queue: TaskQueue::default(),
             reload: Reload::Due { not_before: None },
             txn: Txn::Closed,
-            phase: Phase::Idle,
-            work: None,
-            awaiting: None,
+            turn: Turn::Idle,
             next_task_id: 1,
             next_ticket: 1,
             completed: Vec::new(),
             metrics: Metrics::default(),
-            batch_ahead: 0,
-            pipelined: VecDeque::new(),
             logs: Vec::new(),
             reported: BTreeSet::new(),
             view_memo: ViewMemo::default(),
@@ -675,13 +693,11 @@ impl Handler {
         for t in self.queue.clear() {
             self.complete(t.ticket());
         }
-        if let Some(w) = self.work.take() {
+        if let Some(w) = self.take_work() {
             self.complete(w.task.ticket());
         }
-        self.pipelined.clear();
-        self.awaiting = None;
+        self.turn = Turn::Idle;
         self.txn = Txn::Closed;
-        self.phase = Phase::Idle;
         if !crate::compat::REFERENCE_PORT {
             self.schedule_reload();
         }
@@ -692,7 +708,7 @@ impl Handler {
     /// The next statement to run, or None when this turn is over.
     pub fn poll_statement(&mut self, now: u64) -> Option<Statement> {
         let now = Instant::from_millis(now);
-        if self.awaiting.is_some() {
+        if self.is_awaiting() {
             self.log(
                 Level::Error,
                 "poll_statement while a statement is still running".into(),
@@ -700,65 +716,42 @@ impl Handler {
             return None;
         }
         loop {
-            if let Some(work) = &mut self.work {
-                match work.steps.pop_front() {
-                    Some(step) => {
-                        let stmt = step_statement(&step, &work.task);
-                        self.awaiting = Some(Awaiting::Step(step));
-                        return Some(self.issue(stmt));
-                    }
-                    None => {
-                        self.finish_work();
-                        continue;
-                    }
-                }
-            }
-            match self.phase {
-                Phase::Ending => {
-                    self.phase = Phase::Idle;
+            match &mut self.turn {
+                Turn::Ending => {
+                    self.turn = Turn::Idle;
                     return None;
                 }
-                Phase::Idle => {
+                Turn::Idle => {
                     if !self.ready {
                         return None;
                     }
-                    self.phase = Phase::Processing;
-                    if let Some(f) = self.txn.paused() {
-                        let expired = f.deadline().is_none_or(|d| now >= d)
-                            && (!crate::compat::REFERENCE_PORT || !self.queue.is_empty());
-                        let reload = self.reload.is_due();
-                        if reload || expired {
-                            let why = if expired {
-                                "its deadline passed"
-                            } else {
-                                "a metadata reload was requested"
-                            };
-                            let msg = format!(
-                                "rolling back the transaction of group {} ({} event): {why}",
-                                f.groupid(),
-                                f.event.as_str()
-                            );
-                            self.log(Level::Warn, msg);
-                            self.awaiting = Some(Awaiting::Rollback {
-                                deadline_passed: expired && !reload,
-                            });
-                            return Some(self.issue(Statement::Rollback));
-                        }
+                    self.turn = Turn::processing();
+                    if let Some(deadline_passed) = self.rollback_due(now) {
+                        let rollback = Issued::Rollback { deadline_passed };
+                        return Some(self.issue(rollback, Statement::Rollback));
                     }
                 }
-                Phase::Processing => {
+                Turn::Processing {
+                    work: Some(work), ..
+                } => match work.steps.pop_front() {
+                    Some(step) => {
+                        let stmt = step_statement(&step, &work.task);
+                        return Some(self.issue(Issued::Step(step), stmt));
+                    }
+                    None => self.finish_work(),
+                },
+                Turn::Processing { work: None, .. } => {
                     if self.txn.paused().is_none() && self.reload.is_due() {
                         if matches!(self.reload, Reload::Due { not_before: Some(t) } if now < t) {
-                            self.phase = Phase::Idle;
+                            self.turn = Turn::Idle;
                             return None;
                         }
-                        self.awaiting = Some(Awaiting::Load);
-                        return Some(self.issue(Statement::LoadMetadata));
+                        return Some(self.issue(Issued::Load, Statement::LoadMetadata));
                     }
                     match self.pick_task(now) {
                         Some(task) => self.start_work(task, now),
                         None => {
-                            self.phase = Phase::Idle;
+                            self.turn = Turn::Idle;
                             return None;
                         }
                     }
@@ -767,47 +760,39 @@ impl Handler {
         }
     }
 
+    /// At a turn's start: whether the paused transaction must be rolled back (its deadline
+    /// passed, or the cache is to be read again and its view may be stale), and if so whether
+    /// for its deadline.
+    fn rollback_due(&mut self, now: Instant) -> Option<bool> {
+        let f = self.txn.paused()?;
+        let expired = f.deadline().is_none_or(|d| now >= d)
+            && (!crate::compat::REFERENCE_PORT || !self.queue.is_empty());
+        let reload = self.reload.is_due();
+        if !(reload || expired) {
+            return None;
+        }
+        let why = if expired {
+            "its deadline passed"
+        } else {
+            "a metadata reload was requested"
+        };
+        let msg = format!(
+            "rolling back the transaction of group {} ({} event): {why}",
+            f.groupid(),
+            f.event.as_str()
+        );
+        self.log(Level::Warn, msg);
+        Some(expired && !reload)
+    }
+
     /// The result of the statement returned by the last `poll_statement`.
     pub fn handle_result(&mut self, now: u64, result: StatementResult) {
         let now = Instant::from_millis(now);
-        let Some(awaiting) = self.awaiting.take() else {
-            // A result for a statement that demote already abandoned.
-            return;
-        };
-        if let StatementResult::Failed(e) = &result {
-            self.metrics.failed_statements += 1;
-            self.log(Level::Error, format!("statement failed: {}", e.message));
+        // None: a result for a statement that demote already abandoned.
+        if let Some(issued) = self.take_issued() {
+            self.answer(now, issued, result);
         }
-        match awaiting {
-            Awaiting::Load => match result {
-                StatementResult::Metadata(rows) => {
-                    self.load_cache(&rows);
-                    self.reload = Reload::Current;
-                }
-                _ => {
-                    self.lose_session();
-                    self.reload = Reload::Due {
-                        not_before: Some(now + RELOAD_RETRY),
-                    };
-                    self.phase = Phase::Ending;
-                }
-            },
-            Awaiting::Rollback { deadline_passed } => {
-                self.txn = Txn::Closed;
-                match result {
-                    StatementResult::Failed(_) => {
-                        self.lose_session();
-                        self.phase = Phase::Ending;
-                    }
-                    _ => {
-                        if deadline_passed {
-                            self.metrics.deadline_rollbacks += 1;
-                        }
-                    }
-                }
-            }
-            Awaiting::Step(step) => self.step_result(now, step, result),
-        }
+        self.settle_batch();
     }
 
     /// The statements to run next, in order: the one `poll_statement` gives, and when that is
@@ -824,53 +809,75 @@ impl Handler {
         };
         let now = Instant::from_millis(now);
         let mut out = vec![first];
-        if let (Some(Awaiting::Step(_)), Some(work)) = (&self.awaiting, &self.work) {
-            out.extend(work.steps.iter().map(|s| step_statement(s, &work.task)));
-            let mut pipelined = VecDeque::new();
-            let mut last = work;
-            let mut resume = 0;
-            while let Some(next) = self.plan_ahead(now, last, &pipelined, &mut resume) {
-                if out.len() + next.steps.len() > BATCH_STATEMENTS {
-                    break;
-                }
-                out.extend(next.steps.iter().map(|s| step_statement(s, &next.task)));
-                pipelined.push_back(next);
-                last = pipelined.back().expect("just pushed");
-            }
-            self.pipelined = pipelined;
+        let Turn::Processing {
+            work: Some(work),
+            issued,
+        } = &mut self.turn
+        else {
+            return out;
+        };
+        if !matches!(issued.front(), Some(Issued::Step(_))) {
+            return out;
         }
-        self.batch_ahead = out.len() - 1;
-        self.metrics.statements += self.batch_ahead as u64;
+        for step in work.steps.drain(..) {
+            out.push(step_statement(&step, &work.task));
+            issued.push_back(Issued::Step(step));
+        }
+        let mut ahead: Vec<Work> = Vec::new();
+        let mut resume = 0;
+        loop {
+            let last = ahead.last().or(self.work()).expect("a plan is being run");
+            let Some(next) = self.plan_ahead(now, &last.task, &ahead, &mut resume) else {
+                break;
+            };
+            if out.len() + next.steps.len() > BATCH_STATEMENTS {
+                break;
+            }
+            out.extend(next.steps.iter().map(|s| step_statement(s, &next.task)));
+            ahead.push(next);
+        }
+        self.metrics.statements += out.len() as u64 - 1;
+        if let Turn::Processing { issued, .. } = &mut self.turn {
+            for Work { task, mut steps } in ahead {
+                let step = steps.pop_front().expect("a plan ahead has steps");
+                issued.push_back(Issued::NextPlan { task, step });
+                issued.extend(steps.into_iter().map(Issued::Step));
+            }
+        }
         out
     }
 
-    /// The plan the next poll would start once `last` (the batch's latest plan) and everything
-    /// before it succeeded, or None where that depends on more than success: `last` leaves a
-    /// transaction open, a reload is due, or the next task would be dropped or has nothing to
-    /// run. `planned` are the plans already pipelined after `work`'s; `resume` is where the
-    /// previous call's scan of the queue stopped: every group before it was in the batch or
-    /// not yet due, and still is, so a batch scans the queue once, not once per plan.
+    /// The plan the next poll would start once `last` (the batch's latest plan's task) and
+    /// everything before it succeeded, or None where that depends on more than success: `last`
+    /// leaves a transaction open, a reload is due, or the next task would be dropped or has
+    /// nothing to run. `ahead` are the plans already pipelined after the one being run;
+    /// `resume` is where the previous call's scan of the queue stopped: every group before it
+    /// was in the batch or not yet due, and still is, so a batch scans the queue once, not once
+    /// per plan, and no group the scan finds can be in the batch already.
     fn plan_ahead(
         &self,
         now: Instant,
-        last: &Work,
-        planned: &VecDeque<Work>,
+        last: &Task,
+        ahead: &[Work],
         resume: &mut usize,
     ) -> Option<Work> {
-        if last.task.event.opens_transaction() || self.reload.is_due() {
+        if last.event.opens_transaction() || self.reload.is_due() {
             return None;
         }
-        let current = self.work.as_ref().map(|w| w.task.groupid());
-        let free =
-            |g: GroupId| Some(g) != current && !planned.iter().any(|w| w.task.groupid() == g);
+        let current = self.work().map(|w| w.task.groupid());
         let eligible = |t: &Task| t.not_before.is_none_or(|nb| now >= nb);
+        // The coordinator goes first whenever it is due, so it is the one group the scan
+        // below cannot rule out by position.
+        let coordinator_free = Some(COORDINATOR_GROUP) != current
+            && !ahead.iter().any(|w| w.task.groupid() == COORDINATOR_GROUP);
         let g = match self.queue.get(COORDINATOR_GROUP).filter(|t| eligible(t)) {
-            Some(_) if free(COORDINATOR_GROUP) => COORDINATOR_GROUP,
+            Some(_) if coordinator_free => COORDINATOR_GROUP,
             _ => {
-                let (at, g) = self
-                    .queue
-                    .groups_in_order_from(*resume)
-                    .find(|&(_, g)| free(g) && self.queue.get(g).is_some_and(eligible))?;
+                let (at, g) = self.queue.groups_in_order_from(*resume).find(|&(_, g)| {
+                    g != COORDINATOR_GROUP
+                        && Some(g) != current
+                        && self.queue.get(g).is_some_and(eligible)
+                })?;
                 *resume = at + 1;
                 g
             }
@@ -891,43 +898,41 @@ impl Handler {
     /// result are issued again by the next poll (a pipelined plan without a result is planned
     /// again).
     pub fn handle_results(&mut self, now: u64, results: Vec<StatementResult>) {
-        let ahead = std::mem::take(&mut self.batch_ahead);
-        let mut pipelined = std::mem::take(&mut self.pipelined);
+        let now = Instant::from_millis(now);
         let mut results = results.into_iter();
         let Some(first) = results.next() else {
             self.log(Level::Error, "handle_results without a result".into());
             return;
         };
-        self.handle_result(now, first);
-        for (i, result) in results.enumerate() {
-            if i < ahead && self.work.as_ref().is_some_and(|w| w.steps.is_empty()) {
-                // The plan before succeeded to its end: the batch goes on with the next one.
-                if let Some(next) = pipelined.pop_front() {
-                    self.finish_work();
-                    self.work = Some(next);
-                }
-            }
-            let step = match self.work.as_mut() {
-                Some(w) if i < ahead => w.steps.pop_front(),
-                _ => None,
-            };
-            let Some(step) = step else {
-                self.log(
-                    Level::Error,
-                    "handle_results got more results than statements were issued; reloading".into(),
+        // None: a result for a statement that demote already abandoned.
+        if let Some(issued) = self.take_issued() {
+            self.answer(now, issued, first);
+        }
+        for result in results {
+            // Only a batch's steps follow its first statement, and only while their plans
+            // have not failed.
+            let applies = self.work().is_some()
+                && matches!(
+                    self.issued().and_then(VecDeque::front),
+                    Some(Issued::Step(_) | Issued::NextPlan { .. })
                 );
+            let issued = if applies { self.take_issued() } else { None };
+            let Some(issued) = issued else {
+                let why = match self.issued().and_then(VecDeque::front) {
+                    Some(Issued::Forgotten) => {
+                        "handle_results got a result for a statement issued before the state was imported; reloading"
+                    }
+                    _ => "handle_results got more results than statements were issued; reloading",
+                };
+                self.log(Level::Error, why.into());
                 // Whatever ran is in the database, not in the cache.
                 self.schedule_reload();
-                return;
+                break;
             };
-            self.awaiting = Some(Awaiting::Step(step));
-            self.handle_result(now, result);
+            self.answer(now, issued, result);
         }
-        // Plans after a failure never ran and are planned again: count them when they run.
-        let unrun: usize = pipelined.iter().map(|w| w.steps.len()).sum();
-        self.metrics.statements -= unrun as u64;
+        self.settle_batch();
     }
-
     /// When the host must run a turn even without new input: an open transaction's deadline,
     /// a retry Citus asked for, or a reload that failed.
     pub fn poll_timeout(&self) -> Option<u64> {
@@ -970,9 +975,10 @@ impl Handler {
             .and_then(Task::deadline)
             .map(Instant::as_millis)
     }
-    /// Whether a statement result is awaited (the host must not swap policies then).
+    /// Whether a statement result is awaited or a plan is half run (the host must not swap
+    /// policies then).
     pub fn is_busy(&self) -> bool {
-        self.awaiting.is_some() || self.work.is_some()
+        self.is_awaiting() || self.work().is_some()
     }
     /// The cached rows (nodeid order), for tests and diagnostics.
     pub fn cached_rows(&self) -> Vec<(GroupId, Node)> {
@@ -987,9 +993,136 @@ impl Handler {
 
     // ----- internals ------------------------------------------------------------------
 
-    fn issue(&mut self, stmt: Statement) -> Statement {
+    /// Hands `stmt` to the host: its result is awaited as `what`.
+    fn issue(&mut self, what: Issued, stmt: Statement) -> Statement {
+        if let Turn::Processing { issued, .. } = &mut self.turn {
+            issued.push_back(what);
+        }
         self.metrics.statements += 1;
         stmt
+    }
+
+    fn work(&self) -> Option<&Work> {
+        match &self.turn {
+            Turn::Processing { work, .. } => work.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn take_work(&mut self) -> Option<Work> {
+        match &mut self.turn {
+            Turn::Processing { work, .. } => work.take(),
+            _ => None,
+        }
+    }
+
+    fn issued(&self) -> Option<&VecDeque<Issued>> {
+        match &self.turn {
+            Turn::Processing { issued, .. } => Some(issued),
+            _ => None,
+        }
+    }
+
+    fn is_awaiting(&self) -> bool {
+        self.issued().is_some_and(|i| !i.is_empty())
+    }
+
+    /// The oldest statement issued and not yet answered.
+    fn take_issued(&mut self) -> Option<Issued> {
+        match &mut self.turn {
+            Turn::Processing { issued, .. } => issued.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Applies the result of `issued`.
+    fn answer(&mut self, now: Instant, issued: Issued, result: StatementResult) {
+        let issued = match issued {
+            Issued::NextPlan { task, step } => {
+                // Every statement before succeeded: the plan before ran to its end.
+                self.finish_work();
+                if let Turn::Processing { work, .. } = &mut self.turn {
+                    *work = Some(Work {
+                        task,
+                        steps: VecDeque::new(),
+                    });
+                }
+                Issued::Step(step)
+            }
+            other => other,
+        };
+        if let StatementResult::Failed(e) = &result {
+            self.metrics.failed_statements += 1;
+            self.log(Level::Error, format!("statement failed: {}", e.message));
+        }
+        match issued {
+            Issued::Load => match result {
+                StatementResult::Metadata(rows) => {
+                    self.load_cache(&rows);
+                    self.reload = Reload::Current;
+                }
+                _ => {
+                    self.lose_session();
+                    self.reload = Reload::Due {
+                        not_before: Some(now + RELOAD_RETRY),
+                    };
+                    self.turn = Turn::Ending;
+                }
+            },
+            Issued::Rollback { deadline_passed } => {
+                self.txn = Txn::Closed;
+                match result {
+                    StatementResult::Failed(_) => {
+                        self.lose_session();
+                        self.turn = Turn::Ending;
+                    }
+                    _ => {
+                        if deadline_passed {
+                            self.metrics.deadline_rollbacks += 1;
+                        }
+                    }
+                }
+            }
+            Issued::Step(step) => self.step_result(now, step, result),
+            Issued::NextPlan { .. } => unreachable!("made a step above"),
+            Issued::Forgotten => {
+                self.log(
+                    Level::Error,
+                    "a result for a statement issued before the state was imported; reloading"
+                        .into(),
+                );
+                self.schedule_reload();
+            }
+        }
+    }
+
+    /// After the results came: statements still unanswered are issued again by the next
+    /// poll. The plan being run gets its steps back; plans pipelined after it are planned
+    /// again and counted when they run.
+    fn settle_batch(&mut self) {
+        let Turn::Processing { work, issued } = &mut self.turn else {
+            return;
+        };
+        if issued.is_empty() {
+            return;
+        }
+        let current = issued
+            .iter()
+            .take_while(|i| matches!(i, Issued::Step(_)))
+            .count();
+        let unrun = issued
+            .iter()
+            .skip(current)
+            .filter(|i| matches!(i, Issued::Step(_) | Issued::NextPlan { .. }))
+            .count();
+        self.metrics.statements -= unrun as u64;
+        issued.truncate(current);
+        if let Some(work) = work {
+            while let Some(Issued::Step(step)) = issued.pop_back() {
+                work.steps.push_front(step);
+            }
+        }
+        issued.clear();
     }
 
     fn log(&mut self, level: Level, message: String) {
@@ -1220,8 +1353,10 @@ impl Handler {
 
     /// Plans a task: the reference's `process_task` and `update_group`.
     fn start_work(&mut self, task: Task, now: Instant) {
-        let work = self.plan_work(task, now, &self.txn);
-        self.work = Some(work);
+        let planned = self.plan_work(task, now, &self.txn);
+        if let Turn::Processing { work, .. } = &mut self.turn {
+            *work = Some(planned);
+        }
     }
 
     /// The statements for `task` with `txn` the session's transaction (and the pause it may
@@ -1269,7 +1404,12 @@ impl Handler {
                 self.work_failed(now, &step, StatementError::new("COMMIT answered ROLLBACK"))
             }
             ok => {
-                let Some(work) = &mut self.work else { return };
+                let Turn::Processing {
+                    work: Some(work), ..
+                } = &mut self.turn
+                else {
+                    return;
+                };
                 match (&step, ok) {
                     (Step::Begin, _) => self.txn = Txn::Open { has_update: false },
                     (Step::Commit, _) => self.txn = Txn::Closed,
@@ -1289,7 +1429,7 @@ impl Handler {
     /// reloaded, the task is dropped and the next heartbeat retries it. Citus's "metadata out of
     /// sync" refusal is different: the task stays queued and is retried once Citus has synced.
     fn work_failed(&mut self, now: Instant, step: &Step, e: StatementError) {
-        let Some(work) = self.work.take() else { return };
+        let Some(work) = self.take_work() else { return };
         let had_in_flight = self.txn.paused().is_some();
         self.txn = Txn::Closed;
         let g = work.task.groupid();
@@ -1320,7 +1460,7 @@ impl Handler {
     }
 
     fn finish_work(&mut self) {
-        let Some(work) = self.work.take() else { return };
+        let Some(work) = self.take_work() else { return };
         let mut task = work.task;
         let (g, id, ticket) = (task.groupid(), task.id, task.ticket());
         // The reference guards this with "the queue is not empty", which cannot be false.

@@ -249,27 +249,10 @@ fn plain_number(b: &[u8], from: usize) -> Option<(u64, usize)> {
     None
 }
 
-/// A value read in place: absent, or the text itself ([`Fields`] notes one that needs
+/// A value read in place: absent, or the text itself ([`cut_fields`] notes one that needs
 /// unescaping, and the group is then refused as [`TextError::Escaped`]).
 fn value(field: &str) -> Option<&str> {
     (field != ABSENT).then_some(field)
-}
-
-/// A body's tab-separated fields (what `str::split('\t')` yields), found a word at a time,
-/// noting on the way a value that needs unescaping (a backslash other than a whole `\N`).
-/// Each eight-byte word gives the positions of its tabs as a bit mask, so a field costs a
-/// few instructions however short it is: the guest's profile of an all-new heartbeat had
-/// `split`'s char searcher, then a byte-at-a-time loop, as its largest part.
-struct Fields<'a> {
-    body: &'a str,
-    /// Where the next field starts.
-    at: usize,
-    /// Offset of the word `tabs` describes.
-    word: usize,
-    /// The tabs of that word not yet used, a high bit per byte ([`byte_mask`]).
-    tabs: u64,
-    done: bool,
-    escaped: bool,
 }
 
 const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
@@ -302,25 +285,53 @@ fn word_at(b: &[u8], at: usize) -> u64 {
     }
 }
 
-/// Fields of a body [`cut_fields`] reads in one pass: the leader's and eight members'.
+/// Fields of a body read without allocating: the leader's and eight members'.
 const FAST_FIELDS: usize = 1 + 8 * MEMBER_FIELDS;
 
-/// Where each field of `body` ends (what [`Fields`] finds, and whether one needs unescaping),
-/// in one loop over its chunks with nothing kept between chunks but the count: the guest's
-/// profile of an all-new heartbeat has this as its largest part. None for a body with more
-/// fields than `cuts` holds, which [`Fields`] reads instead.
-fn cut_fields(body: &str, cuts: &mut [u32; FAST_FIELDS]) -> Option<(usize, bool)> {
+/// Where a body's field ends go: an array on the stack for the bodies a heartbeat reads, a
+/// vector for a group of more than eight members.
+trait Cuts {
+    /// Stores `end` as field `n`'s end (fields come in order); false when there is no room.
+    fn put(&mut self, n: usize, end: u32) -> bool;
+}
+
+impl Cuts for [u32; FAST_FIELDS] {
+    #[inline(always)]
+    fn put(&mut self, n: usize, end: u32) -> bool {
+        match self.get_mut(n) {
+            Some(slot) => {
+                *slot = end;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Cuts for Vec<u32> {
+    fn put(&mut self, n: usize, end: u32) -> bool {
+        debug_assert_eq!(n, self.len(), "fields come in order");
+        self.push(end);
+        true
+    }
+}
+
+/// Where each tab-separated field of `body` ends (what `str::split('\t')` finds) and whether
+/// one needs unescaping (a backslash other than a whole `\N`), in one loop over its chunks
+/// with nothing kept between chunks but the count: the guest's profile of an all-new
+/// heartbeat has this as its largest part. The number of fields, or None when `cuts` has no
+/// room for them all (or the body is over 4 GiB).
+#[inline(always)]
+fn cut_fields(body: &str, cuts: &mut impl Cuts) -> Option<(usize, bool)> {
     let b = body.as_bytes();
     let len = u32::try_from(b.len()).ok()?;
     let (mut n, mut escaped, mut at) = (0, false, 0);
     while at < b.len() {
         let (mut tabs, mut slashes) = chunk::masks(b, at);
         while tabs != 0 {
-            // One slot stays for the last field's end.
-            if n == FAST_FIELDS - 1 {
+            if !cuts.put(n, (at + tabs.trailing_zeros() as usize) as u32) {
                 return None;
             }
-            cuts[n] = (at + tabs.trailing_zeros() as usize) as u32;
             n += 1;
             tabs &= tabs - 1;
         }
@@ -330,8 +341,21 @@ fn cut_fields(body: &str, cuts: &mut [u32; FAST_FIELDS]) -> Option<(usize, bool)
         }
         at += chunk::WIDTH;
     }
-    cuts[n] = len;
-    Some((n + 1, escaped))
+    cuts.put(n, len).then_some((n + 1, escaped))
+}
+
+/// The fields of `body` that end at `ends` ([`cut_fields`]).
+fn fields_at<'a, 'e>(body: &'a str, ends: &'e [u32]) -> impl Iterator<Item = &'a str> + 'e
+where
+    'a: 'e,
+{
+    let mut from = 0;
+    ends.iter().map(move |&end| {
+        // A tab is ASCII, so both ends are char boundaries.
+        let field = &body[from..end as usize];
+        from = end as usize + 1;
+        field
+    })
 }
 
 /// The tabs and backslashes among the `WIDTH` bytes of a body at `at` (those that are left
@@ -393,65 +417,6 @@ fn is_whole_absent(b: &[u8], p: usize) -> bool {
         && b.get(p + 2).is_none_or(|&c| c == b'\t')
 }
 
-impl<'a> Fields<'a> {
-    fn new(body: &'a str) -> Self {
-        let mut f = Self {
-            body,
-            at: 0,
-            word: 0,
-            tabs: 0,
-            done: false,
-            escaped: false,
-        };
-        f.load(0);
-        f
-    }
-
-    /// Reads the word at `at`; its backslashes are checked at once (each must be a whole
-    /// `\N`), so `escaped` is settled for the body once its last field is read.
-    #[inline(always)]
-    fn load(&mut self, at: usize) {
-        let b = self.body.as_bytes();
-        let w = word_at(b, at);
-        self.word = at;
-        self.tabs = byte_mask(w, b'\t');
-        let mut slashes = byte_mask(w, b'\\');
-        while slashes != 0 {
-            let p = at + (slashes.trailing_zeros() / 8) as usize;
-            slashes &= slashes - 1;
-            self.escaped |= !is_whole_absent(b, p);
-        }
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = &'a str;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<&'a str> {
-        if self.done {
-            return None;
-        }
-        let start = self.at;
-        let end = loop {
-            if self.tabs != 0 {
-                let i = self.word + (self.tabs.trailing_zeros() / 8) as usize;
-                self.tabs &= self.tabs - 1;
-                break i;
-            }
-            let next = self.word + 8;
-            if next >= self.body.len() {
-                self.done = true;
-                break self.body.len();
-            }
-            self.load(next);
-        };
-        self.at = end + 1;
-        // A tab is ASCII, so both ends are char boundaries.
-        Some(&self.body[start..end])
-    }
-}
-
 impl<'a> TextGroup<'a> {
     /// The body: the leader key, and the members appended to `members` (which the caller
     /// reuses). [`TextError::Escaped`] when a value must be unescaped.
@@ -467,18 +432,22 @@ impl<'a> TextGroup<'a> {
     fn decode_into(&self, members: &mut Vec<MemberRef<'a>>) -> Result<Option<&'a str>, TextError> {
         let mut cuts = [0u32; FAST_FIELDS];
         let (leader, escaped) = match cut_fields(self.body, &mut cuts) {
-            Some((n, escaped)) => {
-                let mut from = 0;
-                let fields = cuts[..n].iter().map(|&end| {
-                    let field = &self.body[from..end as usize];
-                    from = end as usize + 1;
-                    field
-                });
-                (self.members_from(fields, members)?, escaped)
-            }
+            Some((n, escaped)) => (
+                self.members_from(fields_at(self.body, &cuts[..n]), members)?,
+                escaped,
+            ),
             None => {
-                let mut f = Fields::new(self.body);
-                (self.members_from(&mut f, members)?, f.escaped)
+                let mut long = Vec::new();
+                let (_, escaped) = cut_fields(self.body, &mut long).ok_or_else(|| {
+                    bad(
+                        self.line,
+                        format!("group {}: the body is over 4 GiB", self.id),
+                    )
+                })?;
+                (
+                    self.members_from(fields_at(self.body, &long), members)?,
+                    escaped,
+                )
             }
         };
         if escaped {
@@ -1151,25 +1120,20 @@ mod tests {
         /// every offset and length (bodies are built from the bytes that matter to them).
         #[test]
         fn fields_are_what_split_finds(body in "[a\\\\\tNé]{0,120}") {
-            let mut f = Fields::new(&body);
-            let fields: Vec<&str> = f.by_ref().collect();
             let expected: Vec<&str> = body.split('\t').collect();
-            prop_assert_eq!(&fields, &expected);
             let escaped = expected.iter().any(|v| v.contains('\\') && *v != ABSENT);
-            prop_assert_eq!(f.escaped, escaped);
+            let mut long = Vec::new();
+            let (n, long_escaped) = cut_fields(&body, &mut long).unwrap();
+            prop_assert_eq!(n, long.len());
+            prop_assert_eq!(&fields_at(&body, &long).collect::<Vec<_>>(), &expected);
+            prop_assert_eq!(long_escaped, escaped);
             let mut cuts = [0u32; FAST_FIELDS];
             match cut_fields(&body, &mut cuts) {
                 Some((n, cut_escaped)) => {
-                    let mut from = 0;
-                    let cut: Vec<&str> = cuts[..n].iter().map(|&end| {
-                        let field = &body[from..end as usize];
-                        from = end as usize + 1;
-                        field
-                    }).collect();
-                    prop_assert_eq!(&cut, &expected);
+                    prop_assert_eq!(&fields_at(&body, &cuts[..n]).collect::<Vec<_>>(), &expected);
                     prop_assert_eq!(cut_escaped, escaped);
                 }
-                None => prop_assert!(expected.len() > FAST_FIELDS - 1),
+                None => prop_assert!(expected.len() > FAST_FIELDS),
             }
         }
 

@@ -2074,3 +2074,53 @@ fn state_hand_off_timing() {
         json.len()
     );
 }
+
+/// A swap in the middle of a pipelined batch: the new build reads the batch as the old one
+/// exported it (the plans pipelined after the one being run are not in the state) and writes
+/// it back the same. Their results cannot be applied, so it reads the cache again, and the
+/// cache ends as the database is, as one statement at a time would have left it.
+#[test]
+fn a_state_exported_inside_a_pipelined_batch_keeps_the_batch_and_reloads_for_the_rest() {
+    let mut h = Host::with_rows(&[]);
+    h.heartbeat(&base());
+    let now = h.now;
+    let load = h.handler.poll_statements(now);
+    assert_eq!(load, vec![LoadMetadata]);
+    let (rows, _) = h.exec(&load[0]);
+    h.handler.handle_results(now, vec![rows]);
+    let batch = h.handler.poll_statements(now);
+    // The coordinator's add, then group 1's and group 2's plans pipelined behind it.
+    assert!(batch.len() > 2, "{batch:?}");
+    let exported = h.handler.export_state();
+    let mut imported = Handler::import_state(&exported).unwrap();
+    assert!(
+        imported.export_state() == exported,
+        "the batch changed on import"
+    );
+    assert!(imported.is_busy());
+
+    let results: Vec<StatementResult> = batch.iter().map(|s| h.exec(s).0).collect();
+    imported.handle_results(now, results);
+    let logs = imported.drain_logs();
+    assert!(
+        logs.iter()
+            .any(|l| l.level == Level::Error && l.message.contains("before the state was imported")),
+        "{logs:?}"
+    );
+    h.handler = imported;
+    let after = h.clean_turn();
+    assert_eq!(after.first(), Some(&LoadMetadata), "{after:?}");
+    assert_eq!(
+        after.len(),
+        1,
+        "everything the batch ran is in the database: {after:?}"
+    );
+    let mut cached: Vec<(GroupId, String)> = h
+        .handler
+        .cached_rows()
+        .into_iter()
+        .map(|(g, n)| (g, n.addr.host.clone()))
+        .collect();
+    cached.sort();
+    assert_eq!(cached.len(), 4, "{cached:?}");
+}

@@ -1,8 +1,15 @@
 //! The handler to and from the state formats' types: here, beside the handler's private
 //! types, because the formats must not depend on them. Writing borrows (`to_v2`), reading
 //! converts owned values; format 1 writes format 2's values and reads format 2's types.
+//!
+//! The formats describe a turn as the builds before [`Turn`] kept it: a phase, the plan being
+//! run with the steps not yet answered, the one statement awaited and how many more of a batch
+//! were issued after it (`batch_ahead`). The queue of issued statements maps onto that: its
+//! front is the one awaited, the plan's steps issued after it come before those not yet
+//! issued, and the plans a batch pipelined are not exported (their statements stay counted in
+//! `batch_ahead`, and an import awaits them as [`Issued::Forgotten`]).
 
-use super::{Awaiting, Handler, Metrics, Phase, Reload, Step, Txn, ViewMemo, Work};
+use super::{Handler, Issued, Metrics, Reload, Step, Turn, Txn, ViewMemo, Work};
 use crate::state::v2;
 use crate::time::Instant;
 use std::collections::{BTreeSet, VecDeque};
@@ -27,22 +34,37 @@ impl Handler {
                 open: self.txn != Txn::Closed,
                 has_update: self.txn.has_update(),
             },
-            phase: match self.phase {
-                Phase::Idle => v2::Phase::Idle,
-                Phase::Processing => v2::Phase::Processing,
-                Phase::Ending => v2::Phase::Ending,
+            phase: match self.turn {
+                Turn::Idle => v2::Phase::Idle,
+                Turn::Processing { .. } => v2::Phase::Processing,
+                Turn::Ending => v2::Phase::Ending,
             },
-            work: self.work.as_ref().map(|w| v2::WorkRef {
+            work: self.work().map(|w| v2::WorkRef {
                 task: (&w.task).into(),
-                steps: w.steps.iter().map(step_ref).collect(),
+                steps: self
+                    .issued_after_front()
+                    .map_while(|i| match i {
+                        Issued::Step(s) => Some(s),
+                        _ => None,
+                    })
+                    .chain(&w.steps)
+                    .map(step_ref)
+                    .collect(),
             }),
-            awaiting: self.awaiting.as_ref().map(|a| match a {
-                Awaiting::Load => v2::AwaitingRef::Load,
-                Awaiting::Rollback { deadline_passed } => v2::AwaitingRef::Rollback {
-                    deadline_passed: *deadline_passed,
-                },
-                Awaiting::Step(s) => v2::AwaitingRef::Step(step_ref(s)),
-            }),
+            awaiting: self
+                .issued()
+                .and_then(VecDeque::front)
+                .and_then(|i| match i {
+                    Issued::Load => Some(v2::AwaitingRef::Load),
+                    Issued::Rollback { deadline_passed } => Some(v2::AwaitingRef::Rollback {
+                        deadline_passed: *deadline_passed,
+                    }),
+                    Issued::Step(s) | Issued::NextPlan { step: s, .. } => {
+                        Some(v2::AwaitingRef::Step(step_ref(s)))
+                    }
+                    // Never first: an import puts the statement awaited before them.
+                    Issued::Forgotten => None,
+                }),
             next_task_id: self.next_task_id,
             next_ticket: self.next_ticket,
             completed: &self.completed,
@@ -52,8 +74,13 @@ impl Handler {
                 failed_statements: self.metrics.failed_statements,
                 sync_retries: self.metrics.sync_retries,
             },
-            batch_ahead: self.batch_ahead,
+            batch_ahead: self.issued_after_front().count(),
         }
+    }
+
+    /// The statements issued after the one awaited: the rest of a batch.
+    fn issued_after_front(&self) -> impl Iterator<Item = &Issued> {
+        self.issued().into_iter().flat_map(|i| i.iter().skip(1))
     }
 }
 
@@ -91,22 +118,7 @@ impl From<v2::Handler> for Handler {
                 },
                 (None, false) => Txn::Closed,
             },
-            phase: match h.phase {
-                v2::Phase::Idle => Phase::Idle,
-                v2::Phase::Processing => Phase::Processing,
-                v2::Phase::Ending => Phase::Ending,
-            },
-            work: h.work.map(|w| Work {
-                task: w.task.into(),
-                steps: w.steps.into_iter().map(Step::from).collect(),
-            }),
-            awaiting: h.awaiting.map(|a| match a {
-                v2::Awaiting::Load => Awaiting::Load,
-                v2::Awaiting::Rollback { deadline_passed } => {
-                    Awaiting::Rollback { deadline_passed }
-                }
-                v2::Awaiting::Step(s) => Awaiting::Step(s.into()),
-            }),
+            turn: turn(h.phase, h.work, h.awaiting, h.batch_ahead),
             next_task_id: h.next_task_id,
             next_ticket: h.next_ticket,
             completed: h.completed,
@@ -117,13 +129,48 @@ impl From<v2::Handler> for Handler {
                 sync_retries: h.metrics.sync_retries,
                 expired_events: 0,
             },
-            batch_ahead: h.batch_ahead,
-            pipelined: VecDeque::new(),
             logs: Vec::new(),
             reported: BTreeSet::new(),
             view_memo: ViewMemo::default(),
         }
     }
+}
+
+/// The turn an exported phase, plan and statements describe. Builds wrote a plan or an awaited
+/// statement only while processing; a state that says otherwise is read as processing too, so
+/// neither the plan's ticket nor the awaited result is lost.
+fn turn(
+    phase: v2::Phase,
+    work: Option<v2::Work>,
+    awaiting: Option<v2::Awaiting>,
+    batch_ahead: usize,
+) -> Turn {
+    let mut work = work.map(|w| Work {
+        task: w.task.into(),
+        steps: w.steps.into_iter().map(Step::from).collect(),
+    });
+    if work.is_none() && awaiting.is_none() {
+        return match phase {
+            v2::Phase::Idle => Turn::Idle,
+            v2::Phase::Processing => Turn::processing(),
+            v2::Phase::Ending => Turn::Ending,
+        };
+    }
+    let mut issued = VecDeque::new();
+    if let Some(a) = awaiting {
+        issued.push_back(match a {
+            v2::Awaiting::Load => Issued::Load,
+            v2::Awaiting::Rollback { deadline_passed } => Issued::Rollback { deadline_passed },
+            v2::Awaiting::Step(s) => Issued::Step(s.into()),
+        });
+        // The batch after it: first the rest of the plan, then plans not exported.
+        let plan = work.as_mut().map_or(0, |w| batch_ahead.min(w.steps.len()));
+        if let Some(w) = work.as_mut() {
+            issued.extend(w.steps.drain(..plan).map(Issued::Step));
+        }
+        issued.extend((plan..batch_ahead).map(|_| Issued::Forgotten));
+    }
+    Turn::Processing { work, issued }
 }
 
 impl From<v2::Step> for Step {
