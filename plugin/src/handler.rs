@@ -97,10 +97,12 @@ enum Turn {
 
 impl Turn {
     fn processing() -> Turn {
-        Turn::Processing {
-            work: None,
-            issued: VecDeque::new(),
-        }
+        Turn::processing_with(VecDeque::new())
+    }
+    /// A turn starting with no plan, its queue in `issued`'s allocation.
+    fn processing_with(issued: VecDeque<Issued>) -> Turn {
+        debug_assert!(issued.is_empty(), "a turn starts with nothing issued");
+        Turn::Processing { work: None, issued }
     }
 }
 
@@ -130,7 +132,7 @@ enum Issued {
     /// The first step of the next plan in a batch: its result means every statement before
     /// it succeeded, so the plan before has ended and this one is being run.
     NextPlan {
-        task: Task,
+        task: Box<Task>,
         step: Step,
     },
     /// A statement of a batch pipelined by the build that exported this state: the plans a
@@ -222,6 +224,8 @@ pub struct Handler {
     reload: Reload,
     txn: Txn,
     turn: Turn,
+    /// The last turn's queue, emptied, kept for its allocation (not exported).
+    spare_issued: VecDeque<Issued>,
     next_task_id: u64,
     next_ticket: Ticket,
     completed: Vec<Ticket>,
@@ -311,6 +315,7 @@ impl Handler {
             reload: Reload::Due { not_before: None },
             txn: Txn::Closed,
             turn: Turn::Idle,
+            spare_issued: VecDeque::new(),
             next_task_id: 1,
             next_ticket: 1,
             completed: Vec::new(),
@@ -696,7 +701,7 @@ impl Handler {
         if let Some(w) = self.take_work() {
             self.complete(w.task.ticket());
         }
-        self.turn = Turn::Idle;
+        self.end_turn(Turn::Idle);
         self.txn = Txn::Closed;
         if !crate::compat::REFERENCE_PORT {
             self.schedule_reload();
@@ -725,7 +730,7 @@ impl Handler {
                     if !self.ready {
                         return None;
                     }
-                    self.turn = Turn::processing();
+                    self.turn = Turn::processing_with(std::mem::take(&mut self.spare_issued));
                     if let Some(deadline_passed) = self.rollback_due(now) {
                         let rollback = Issued::Rollback { deadline_passed };
                         return Some(self.issue(rollback, Statement::Rollback));
@@ -743,7 +748,7 @@ impl Handler {
                 Turn::Processing { work: None, .. } => {
                     if self.txn.paused().is_none() && self.reload.is_due() {
                         if matches!(self.reload, Reload::Due { not_before: Some(t) } if now < t) {
-                            self.turn = Turn::Idle;
+                            self.end_turn(Turn::Idle);
                             return None;
                         }
                         return Some(self.issue(Issued::Load, Statement::LoadMetadata));
@@ -751,7 +756,7 @@ impl Handler {
                     match self.pick_task(now) {
                         Some(task) => self.start_work(task, now),
                         None => {
-                            self.turn = Turn::Idle;
+                            self.end_turn(Turn::Idle);
                             return None;
                         }
                     }
@@ -819,6 +824,8 @@ impl Handler {
         if !matches!(issued.front(), Some(Issued::Step(_))) {
             return out;
         }
+        out.reserve(work.steps.len());
+        issued.reserve(work.steps.len());
         for step in work.steps.drain(..) {
             out.push(step_statement(&step, &work.task));
             issued.push_back(Issued::Step(step));
@@ -840,6 +847,7 @@ impl Handler {
         if let Turn::Processing { issued, .. } = &mut self.turn {
             for Work { task, mut steps } in ahead {
                 let step = steps.pop_front().expect("a plan ahead has steps");
+                let task = Box::new(task);
                 issued.push_back(Issued::NextPlan { task, step });
                 issued.extend(steps.into_iter().map(Issued::Step));
             }
@@ -1002,6 +1010,14 @@ impl Handler {
         stmt
     }
 
+    /// Leaves the turn in progress (if it is) for `next`, keeping its queue's allocation.
+    fn end_turn(&mut self, next: Turn) {
+        if let Turn::Processing { mut issued, .. } = std::mem::replace(&mut self.turn, next) {
+            issued.clear();
+            self.spare_issued = issued;
+        }
+    }
+
     fn work(&self) -> Option<&Work> {
         match &self.turn {
             Turn::Processing { work, .. } => work.as_ref(),
@@ -1043,7 +1059,7 @@ impl Handler {
                 self.finish_work();
                 if let Turn::Processing { work, .. } = &mut self.turn {
                     *work = Some(Work {
-                        task,
+                        task: *task,
                         steps: VecDeque::new(),
                     });
                 }
@@ -1066,7 +1082,7 @@ impl Handler {
                     self.reload = Reload::Due {
                         not_before: Some(now + RELOAD_RETRY),
                     };
-                    self.turn = Turn::Ending;
+                    self.end_turn(Turn::Ending);
                 }
             },
             Issued::Rollback { deadline_passed } => {
@@ -1074,7 +1090,7 @@ impl Handler {
                 match result {
                     StatementResult::Failed(_) => {
                         self.lose_session();
-                        self.turn = Turn::Ending;
+                        self.end_turn(Turn::Ending);
                     }
                     _ => {
                         if deadline_passed {

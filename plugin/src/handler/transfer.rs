@@ -119,6 +119,7 @@ impl From<v2::Handler> for Handler {
                 (None, false) => Txn::Closed,
             },
             turn: turn(h.phase, h.work, h.awaiting, h.batch_ahead),
+            spare_issued: VecDeque::new(),
             next_task_id: h.next_task_id,
             next_ticket: h.next_ticket,
             completed: h.completed,
