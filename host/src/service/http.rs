@@ -120,21 +120,21 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
-/// Refuses a request whose `Content-Length` is unreadable or already over `limit`, before
-/// anything waits on its body or takes a lock for it.
-fn check_declared_length(req: &Request, limit: usize) -> Result<(), Response> {
+/// The refusal of a request whose `Content-Length` is unreadable or already over `limit`,
+/// given before anything waits on its body or takes a lock for it.
+fn refuse_declared_length(req: &Request, limit: usize) -> Option<Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().parse::<u64>());
     match declared {
-        Some(Ok(n)) if n > limit as u64 => Err(too_large(limit)),
-        Some(Err(_)) => Err(answer(
+        Some(Ok(n)) if n > limit as u64 => Some(too_large(limit)),
+        Some(Err(_)) => Some(answer(
             StatusCode::BAD_REQUEST,
             json!({"status": "invalid", "field": "content-length", "reason": "not a number"}),
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -142,7 +142,9 @@ fn check_declared_length(req: &Request, limit: usize) -> Result<(), Response> {
 /// `Content-Length` already says too much, 413 when the body grows past it, 408 when it does
 /// not arrive in time (the connection is closed then).
 async fn read_body(req: Request, limit: usize, within: Duration) -> Result<Bytes, Response> {
-    check_declared_length(&req, limit)?;
+    if let Some(refused) = refuse_declared_length(&req, limit) {
+        return Err(refused);
+    }
     let body = req.into_body();
     match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
@@ -481,8 +483,8 @@ async fn reload(
     }
     // An oversized upload is refused as such even while another reload runs: the size is
     // the client's mistake to fix, busy is only a reason to retry.
-    if let Err(r) = check_declared_length(&req, POLICY_BODY_LIMIT) {
-        return r;
+    if let Some(refused) = refuse_declared_length(&req, POLICY_BODY_LIMIT) {
+        return refused;
     }
     let Ok(_one_at_a_time) = st.reloading.clone().try_lock_owned() else {
         return answer(
