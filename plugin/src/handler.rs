@@ -917,27 +917,28 @@ impl Handler {
             self.answer(now, issued, first);
         }
         for result in results {
-            // Only a batch's steps follow its first statement, and only while their plans
-            // have not failed.
-            let applies = self.work().is_some()
-                && matches!(
-                    self.issued().and_then(VecDeque::front),
-                    Some(Issued::Step(_) | Issued::NextPlan { .. })
+            // Only a batch's statements follow its first, and a plan's steps only while it
+            // has not failed.
+            let answers = match self.issued().and_then(VecDeque::front) {
+                Some(Issued::Step(_) | Issued::NextPlan { .. }) => self.work().is_some(),
+                Some(Issued::Forgotten) => true,
+                _ => false,
+            };
+            let Some(issued) = answers.then(|| self.take_issued()).flatten() else {
+                self.log(
+                    Level::Error,
+                    "handle_results got more results than statements were issued; reloading".into(),
                 );
-            let issued = if applies { self.take_issued() } else { None };
-            let Some(issued) = issued else {
-                let why = match self.issued().and_then(VecDeque::front) {
-                    Some(Issued::Forgotten) => {
-                        "handle_results got a result for a statement issued before the state was imported; reloading"
-                    }
-                    _ => "handle_results got more results than statements were issued; reloading",
-                };
-                self.log(Level::Error, why.into());
                 // Whatever ran is in the database, not in the cache.
                 self.schedule_reload();
                 break;
             };
+            let forgotten = issued == Issued::Forgotten;
             self.answer(now, issued, result);
+            if forgotten {
+                // The cache is read again: the rest of the batch is not applied either.
+                break;
+            }
         }
         self.settle_batch();
     }
@@ -1053,20 +1054,6 @@ impl Handler {
 
     /// Applies the result of `issued`.
     fn answer(&mut self, now: Instant, issued: Issued, result: StatementResult) {
-        let issued = match issued {
-            Issued::NextPlan { task, step } => {
-                // Every statement before succeeded: the plan before ran to its end.
-                self.finish_work();
-                if let Turn::Processing { work, .. } = &mut self.turn {
-                    *work = Some(Work {
-                        task: *task,
-                        steps: VecDeque::new(),
-                    });
-                }
-                Issued::Step(step)
-            }
-            other => other,
-        };
         if let StatementResult::Failed(e) = &result {
             self.metrics.failed_statements += 1;
             self.log(Level::Error, format!("statement failed: {}", e.message));
@@ -1100,7 +1087,17 @@ impl Handler {
                 }
             }
             Issued::Step(step) => self.step_result(now, step, result),
-            Issued::NextPlan { .. } => unreachable!("made a step above"),
+            Issued::NextPlan { task, step } => {
+                // Every statement before succeeded: the plan before ran to its end.
+                self.finish_work();
+                if let Turn::Processing { work, .. } = &mut self.turn {
+                    *work = Some(Work {
+                        task: *task,
+                        steps: VecDeque::new(),
+                    });
+                }
+                self.step_result(now, step, result);
+            }
             Issued::Forgotten => {
                 self.log(
                     Level::Error,

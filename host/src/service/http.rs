@@ -139,12 +139,17 @@ fn refuse_declared_length(req: &Request, limit: usize) -> Option<Response> {
 }
 
 /// Reads a request body within `limit` bytes and `within`: 413 at once when
-/// `Content-Length` already says too much, 413 when the body grows past it, 408 when it does
-/// not arrive in time (the connection is closed then).
+/// `Content-Length` already says too much, then as [`receive_body`].
 async fn read_body(req: Request, limit: usize, within: Duration) -> Result<Bytes, Response> {
     if let Some(refused) = refuse_declared_length(&req, limit) {
         return Err(refused);
     }
+    receive_body(req, limit, within).await
+}
+
+/// Reads a body whose declared length was checked: 413 when it grows past `limit`, 408 when
+/// it does not arrive within `within` (the connection is closed then).
+async fn receive_body(req: Request, limit: usize, within: Duration) -> Result<Bytes, Response> {
     let body = req.into_body();
     match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
@@ -492,7 +497,7 @@ async fn reload(
             json!({"status": "busy", "reason": "another policy reload is in progress"}),
         );
     };
-    let body = match read_body(req, POLICY_BODY_LIMIT, st.body_read).await {
+    let body = match receive_body(req, POLICY_BODY_LIMIT, st.body_read).await {
         Ok(b) => b,
         Err(r) => return r,
     };
