@@ -114,10 +114,21 @@ pub fn truncated(text: &str, max: usize) -> String {
 }
 
 fn too_large(limit: usize) -> Response {
-    answer(
+    closing(answer(
         StatusCode::PAYLOAD_TOO_LARGE,
         json!({"status": "too_large", "reason": format!("the body may have at most {limit} bytes")}),
-    )
+    ))
+}
+
+/// `r` with `Connection: close`: for an answer given before the body was read to its end.
+/// The server then drops the connection, and a client that kept it for its next request
+/// would find it gone ("error sending request"), so it must not keep it.
+fn closing(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// The refusal of a request whose `Content-Length` is unreadable or already over `limit`,
@@ -130,10 +141,10 @@ fn refuse_declared_length(req: &Request, limit: usize) -> Option<Response> {
         .map(|v| v.trim().parse::<u64>());
     match declared {
         Some(Ok(n)) if n > limit as u64 => Some(too_large(limit)),
-        Some(Err(_)) => Some(answer(
+        Some(Err(_)) => Some(closing(answer(
             StatusCode::BAD_REQUEST,
             json!({"status": "invalid", "field": "content-length", "reason": "not a number"}),
-        )),
+        ))),
         _ => None,
     }
 }
