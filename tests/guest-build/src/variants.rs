@@ -29,10 +29,15 @@ pub fn policy_variant(features: &str) -> Result<PathBuf, String> {
     };
     let dir = ws.join("target").join("guest-variants");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let out = dir.join(format!("{}.wasm", name.replace([',', ' '], "+")));
+    let stem = name.replace([',', ' '], "+");
+    let out = dir.join(format!("{stem}.wasm"));
     let target_dir = dir.join("build");
     let bytes = build_policy(&ws, &target_dir, features)?;
-    std::fs::write(&out, bytes).map_err(|e| e.to_string())?;
+    // Written beside and renamed over: a test's `citus-ha --policy` child may still be reading
+    // the file another test of the same binary asked for (it once read a half-written one).
+    let part = dir.join(format!("{stem}.{}.part", std::process::id()));
+    std::fs::write(&part, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&part, &out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
