@@ -3,6 +3,7 @@
 //! inside the sandboxed Wasm component (`bindings`, built only for wasm32).
 
 pub mod bootstrap;
+mod bytes;
 pub mod compat;
 pub mod config;
 pub mod conninfo;
