@@ -125,7 +125,13 @@ impl Task {
 /// Tasks by group with their arrival order. Replacing a group's task keeps its place in line.
 #[derive(Clone, Debug, Default)]
 pub struct TaskQueue {
+    /// Tasks by group, in two parts: the tree, and a tail of tasks pushed for groups above
+    /// every group in it, in ascending order. A heartbeat that finds many groups new pushes
+    /// their tasks in ascending group order, so they land in the tail one append each; the
+    /// tail goes into the tree on the next change other than a push (in one bulk build when it
+    /// is large), not one tree insert per task.
     by_group: BTreeMap<GroupId, (u64, Task)>,
+    tail: Vec<(GroupId, u64, Task)>,
     /// (arrival number, group), oldest first. An entry whose number is no longer its group's
     /// (the task was removed) is dropped lazily: pushing is one append, not a second tree
     /// insert.
@@ -135,31 +141,49 @@ pub struct TaskQueue {
 
 impl TaskQueue {
     pub fn len(&self) -> usize {
-        self.by_group.len()
+        self.by_group.len() + self.tail.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.by_group.is_empty()
+        self.by_group.is_empty() && self.tail.is_empty()
     }
     pub fn get(&self, group: GroupId) -> Option<&Task> {
-        self.by_group.get(&group).map(|(_, t)| t)
+        self.entry(group).map(|(_, t)| t)
     }
     pub fn get_mut(&mut self, group: GroupId) -> Option<&mut Task> {
-        self.by_group.get_mut(&group).map(|(_, t)| t)
+        match self.in_tail(group) {
+            Some(Ok(i)) => Some(&mut self.tail[i].2),
+            Some(Err(_)) => None,
+            None => self.by_group.get_mut(&group).map(|(_, t)| t),
+        }
     }
     /// Appends a task for a group that has none queued.
     pub fn push(&mut self, task: Task) {
-        debug_assert!(!self.by_group.contains_key(&task.groupid()));
+        let g = task.groupid();
+        debug_assert!(self.get(g).is_none());
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.push_back((seq, task.groupid()));
-        self.by_group.insert(task.groupid(), (seq, task));
+        self.order.push_back((seq, g));
+        let above_all = match self.tail.last() {
+            Some(&(last, _, _)) => last < g,
+            None => self
+                .by_group
+                .last_key_value()
+                .is_none_or(|(&last, _)| last < g),
+        };
+        if above_all {
+            self.tail.push((g, seq, task));
+        } else {
+            self.settle();
+            self.by_group.insert(g, (seq, task));
+        }
     }
     /// Replaces the group's queued task in place; returns the old one.
     pub fn replace(&mut self, task: Task) -> Option<Task> {
-        let slot = self.by_group.get_mut(&task.groupid())?;
-        Some(std::mem::replace(&mut slot.1, task))
+        let slot = self.get_mut(task.groupid())?;
+        Some(std::mem::replace(slot, task))
     }
     pub fn remove(&mut self, group: GroupId) -> Option<Task> {
+        self.settle();
         let (_, task) = self.by_group.remove(&group)?;
         // Drop the entries that no longer stand for a task from the front, and compact when
         // most of the line is stale (removals out of order).
@@ -176,8 +200,42 @@ impl TaskQueue {
         }
         Some(task)
     }
+    /// The group's arrival number and task.
+    fn entry(&self, group: GroupId) -> Option<(u64, &Task)> {
+        match self.in_tail(group) {
+            Some(Ok(i)) => Some((self.tail[i].1, &self.tail[i].2)),
+            Some(Err(_)) => None,
+            None => self.by_group.get(&group).map(|(seq, t)| (*seq, t)),
+        }
+    }
+    /// Where the group is or would be in the tail; None when it is below the tail (in the
+    /// tree, if anywhere).
+    fn in_tail(&self, group: GroupId) -> Option<Result<usize, usize>> {
+        match self.tail.first() {
+            Some(&(first, _, _)) if group >= first => {
+                Some(self.tail.binary_search_by_key(&group, |(g, _, _)| *g))
+            }
+            _ => None,
+        }
+    }
+    /// Moves the tail into the tree: a few tasks one insert each, many in one bulk build (a
+    /// tree built from ascending keys, then merged, both in linear time).
+    fn settle(&mut self) {
+        if self.tail.len() * 8 < self.by_group.len() {
+            for (g, seq, t) in self.tail.drain(..) {
+                self.by_group.insert(g, (seq, t));
+            }
+        } else if !self.tail.is_empty() {
+            let mut tail: BTreeMap<_, _> = self
+                .tail
+                .drain(..)
+                .map(|(g, seq, t)| (g, (seq, t)))
+                .collect();
+            self.by_group.append(&mut tail);
+        }
+    }
     fn is_live(&self, seq: u64, g: GroupId) -> bool {
-        self.by_group.get(&g).is_some_and(|(s, _)| *s == seq)
+        self.entry(g).is_some_and(|(s, _)| s == seq)
     }
     /// Groups in arrival order, oldest first.
     pub fn groups_in_order(&self) -> impl Iterator<Item = GroupId> + '_ {
@@ -192,12 +250,16 @@ impl TaskQueue {
             .filter(|&(_, &(seq, g))| self.is_live(seq, g))
             .map(move |(i, &(_, g))| (from + i, g))
     }
+    /// Every queued task, by group.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.by_group.values().map(|(_, t)| t)
+        self.arrivals().map(|(_, _, t)| t)
     }
     /// Every queued task with its group and arrival number, by group (what the state exports).
     pub fn arrivals(&self) -> impl ExactSizeIterator<Item = (GroupId, u64, &Task)> {
-        self.by_group.iter().map(|(&g, (seq, t))| (g, *seq, t))
+        Arrivals {
+            tree: self.by_group.iter(),
+            tail: self.tail.iter(),
+        }
     }
     /// The line: (arrival number, group) of the queued tasks, oldest first.
     pub fn line(&self) -> impl Iterator<Item = (u64, GroupId)> + '_ {
@@ -219,18 +281,40 @@ impl TaskQueue {
     ) -> Self {
         TaskQueue {
             by_group: arrivals,
+            tail: Vec::new(),
             order: line,
             next_seq: next_arrival,
         }
     }
     pub fn clear(&mut self) -> Vec<Task> {
         self.order.clear();
-        std::mem::take(&mut self.by_group)
-            .into_values()
-            .map(|(_, t)| t)
-            .collect()
+        let tree = std::mem::take(&mut self.by_group).into_values();
+        let tail = self.tail.drain(..).map(|(_, _, t)| t);
+        tree.map(|(_, t)| t).chain(tail).collect()
     }
 }
+
+/// [`TaskQueue::arrivals`]: the tree's tasks, then the tail's (whose groups are above them).
+struct Arrivals<'a> {
+    tree: std::collections::btree_map::Iter<'a, GroupId, (u64, Task)>,
+    tail: std::slice::Iter<'a, (GroupId, u64, Task)>,
+}
+
+impl<'a> Iterator for Arrivals<'a> {
+    type Item = (GroupId, u64, &'a Task);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.tree.next() {
+            Some((&g, (seq, t))) => Some((g, *seq, t)),
+            None => self.tail.next().map(|(g, seq, t)| (*g, *seq, t)),
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.tree.len() + self.tail.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Arrivals<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -287,5 +371,47 @@ mod tests {
             q.remove(100 + i as GroupId);
         }
         assert!(q.order.len() <= 2 * q.len() + 16, "{}", q.order.len());
+    }
+
+    /// Pushes, replaces and removes in any order, against a plain model: a map by group and
+    /// the arrival order (the tail and its settling must be invisible).
+    #[test]
+    fn the_ascending_tail_is_invisible() {
+        use proptest::prelude::*;
+        let ops = proptest::collection::vec((0u8..3, 0..40 as GroupId), 0..200);
+        proptest!(|(ops in ops)| {
+            let mut q = TaskQueue::default();
+            let mut model: BTreeMap<GroupId, u64> = BTreeMap::new();
+            let mut line: Vec<GroupId> = Vec::new();
+            for (id, (op, g)) in ops.into_iter().enumerate() {
+                let id = id as u64;
+                match op {
+                    0 if !model.contains_key(&g) => {
+                        q.push(task(id, g));
+                        model.insert(g, id);
+                        line.push(g);
+                    }
+                    1 => {
+                        let had = model.get(&g).copied();
+                        prop_assert_eq!(q.replace(task(id, g)).map(|t| t.id), had);
+                        if had.is_some() {
+                            model.insert(g, id);
+                        }
+                    }
+                    _ => {
+                        prop_assert_eq!(q.remove(g).map(|t| t.id), model.remove(&g));
+                        line.retain(|&x| x != g);
+                    }
+                }
+                prop_assert_eq!(q.len(), model.len());
+                for g in 0..40 {
+                    prop_assert_eq!(q.get(g).map(|t| t.id), model.get(&g).copied());
+                }
+                let by_group: Vec<_> = q.arrivals().map(|(g, _, t)| (g, t.id)).collect();
+                prop_assert_eq!(by_group, model.iter().map(|(&g, &id)| (g, id)).collect::<Vec<_>>());
+                prop_assert_eq!(q.arrivals().len(), model.len());
+                prop_assert_eq!(q.groups_in_order().collect::<Vec<_>>(), line.clone());
+            }
+        });
     }
 }
