@@ -1,4 +1,4 @@
-//! Byte comparison: the guest's `memcmp` and `bcmp`, and the heartbeat's short equality.
+//! Byte comparison for the guest: its `memcmp` and `bcmp`.
 //!
 //! wasm32-unknown-unknown has no libc, so `memcmp` and `bcmp`, which every `==` and every
 //! ordering of strings and byte slices compiles to, come from compiler-builtins, where they
@@ -9,9 +9,7 @@
 //! needs no alignment), the ends of a run as overlapping words, never a byte at a time but for
 //! runs under four bytes; the strong symbols take the place of compiler-builtins' weak ones.
 //!
-//! [`same`] is the equality the heartbeat's hottest checks use: inlined, so a name or a role
-//! is compared with a load or two and no call at all. The comparisons are built natively too
-//! (`same` is used there as well, and both are tested there).
+//! The comparison is built natively too, for its test.
 
 /// The first `n` bytes at `a` and `b` compared as unsigned bytes, C's `memcmp`.
 ///
@@ -33,25 +31,6 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: the caller's promise, passed on.
     unsafe { compare(a, b, n) }
-}
-
-/// Whether `a` and `b` are the same text; the word reads of [`compare`], inlined.
-#[inline(always)]
-pub(crate) fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("four"));
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight"));
-    match n {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        9..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        _ => a == b,
-    }
 }
 
 /// The order of the first bytes that differ, or 0. Words are read little-endian, so the
@@ -117,11 +96,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn same_is_equality(a in "[ab]{0,20}", b in "[ab]{0,20}") {
-            prop_assert_eq!(super::same(&a, &b), a == b);
-        }
-
         #[test]
         fn orders_as_slices_do(
             common in proptest::collection::vec(any::<u8>(), 0..40),

@@ -1,6 +1,5 @@
 //! The DCS view the HA manager hands the policy: this coordinator's group and the worker groups.
 
-use crate::bytes::same;
 use crate::conninfo::{parse_conn_kwargs, parse_conn_url, ConnError};
 use crate::node::{Address, GroupId};
 use serde::{Deserialize, Serialize};
@@ -74,17 +73,16 @@ impl MemberRef<'_> {
         self.conn_url.is_some() || self.conn_kwargs.is_some()
     }
     pub fn is_running(&self) -> bool {
-        self.state.is_some_and(|s| same(s, "running"))
+        self.state == Some("running")
     }
     /// The DCS says `primary` (or the older `master`) for a group's writable node.
     pub fn is_primary_role(&self) -> bool {
-        self.role
-            .is_some_and(|r| same(r, "primary") || same(r, "master"))
+        matches!(self.role, Some("primary") | Some("master"))
     }
     /// A read replica Citus should know about: running, reachable, not the group's leader and
     /// not tagged noloadbalance.
     pub fn is_eligible_secondary(&self, leader_name: &str) -> bool {
-        !same(self.name, leader_name) && !self.noloadbalance && self.is_running() && self.has_conn()
+        self.name != leader_name && !self.noloadbalance && self.is_running() && self.has_conn()
     }
     pub fn address(&self) -> Result<Address, ConnError> {
         match (self.conn_url, self.conn_kwargs) {
@@ -101,7 +99,7 @@ pub fn leader_of<'m, 'a>(
     members: &'m [MemberRef<'a>],
 ) -> Option<&'m MemberRef<'a>> {
     let name = leader?;
-    members.iter().find(|m| same(m.name, name))
+    members.iter().find(|m| m.name == name)
 }
 
 /// One group of the DCS: its leader's name and its members.

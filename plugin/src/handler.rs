@@ -1200,7 +1200,6 @@ impl Handler {
         members: &[MemberRef<'v>],
         leader: &MemberRef<'v>,
     ) -> bool {
-        use crate::bytes::same;
         use crate::conninfo::plain_address;
         if self.reload.is_due() {
             return false;
@@ -1228,7 +1227,7 @@ impl Handler {
             }
             let found = nodes
                 .iter()
-                .any(|n| n.addr.port == port && n.role == role && same(&n.addr.host, host));
+                .any(|n| n.addr.port == port && n.role == role && n.addr.host == host);
             if found {
                 seen[count] = (host, port);
                 count += 1;

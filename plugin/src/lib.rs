@@ -3,6 +3,7 @@
 //! inside the sandboxed Wasm component (`bindings`, built only for wasm32).
 
 pub mod bootstrap;
+#[cfg(any(target_arch = "wasm32", test))]
 mod bytes;
 pub mod compat;
 pub mod config;
