@@ -36,7 +36,6 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// The order of the first bytes that differ, or 0. Words are read little-endian, so the
 /// lowest set bit of their difference is in the first byte that differs; the words that
 /// overlap at the end of a run repeat only bytes already found equal.
-#[cfg(any(target_arch = "wasm32", test))]
 #[inline(always)]
 unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY (every read below): offsets stay below `n`, which the caller vouches for.
